@@ -1,0 +1,1 @@
+//! Kubernetes operator for Alibaba Cloud OOS chat configurations.
