@@ -1,1 +1,3 @@
 //! Kubernetes operator for Alibaba Cloud OOS chat configurations.
+
+pub mod crd;
