@@ -1,1 +1,5 @@
 //! Kubernetes operator for Alibaba Cloud OOS chat configurations.
+
+pub mod cli;
+pub mod oos;
+pub mod secret;
