@@ -73,7 +73,10 @@ pub struct ChatConfigurationSpec {
     /// Remote configuration name (the OOS `Name`, its identity within a region). Defaults to
     /// `metadata.name`. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"))]
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    )]
     pub name: Option<String>,
 
     /// Alibaba Cloud region, e.g. `cn-hangzhou`. Defaults to the operator's `--default-region`.
@@ -166,7 +169,10 @@ pub struct PlatformSettings {
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
     /// Secret name.
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// Key within the Secret's data.
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
@@ -178,7 +184,10 @@ pub struct SecretKeyRef {
 #[serde(rename_all = "camelCase")]
 pub struct LocalSecretRef {
     /// Secret name.
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
     pub name: String,
 }
 
@@ -347,10 +356,18 @@ impl ChatConfiguration {
     /// Every Secret (name) this object reads: client secret, extra secret keys, credentials.
     pub fn referenced_secrets(&self) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
-        for settings in [&self.spec.ding_talk, &self.spec.we_chat].into_iter().flatten() {
+        for settings in [&self.spec.ding_talk, &self.spec.we_chat]
+            .into_iter()
+            .flatten()
+        {
             names.push(settings.client_secret_ref.name.clone());
         }
-        for r in self.spec.extra_secret_configuration.iter().flat_map(|m| m.values()) {
+        for r in self
+            .spec
+            .extra_secret_configuration
+            .iter()
+            .flat_map(|m| m.values())
+        {
             names.push(r.name.clone());
         }
         if let Some(c) = &self.spec.credentials_ref {

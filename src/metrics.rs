@@ -33,11 +33,33 @@ impl Default for Metrics {
         let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         let remote_writes = Family::<ActionLabel, Counter>::default();
         let status_writes = Counter::default();
-        registry.register("reconciles", "Reconciles by result (ok or error reason)", reconciles.clone());
-        registry.register("reconcile_duration_seconds", "Reconcile latency", reconcile_duration.clone());
-        registry.register("remote_writes", "Successful OOS write calls by action", remote_writes.clone());
-        registry.register("status_writes", "ChatConfiguration status writes", status_writes.clone());
-        Self { registry, reconciles, reconcile_duration, remote_writes, status_writes }
+        registry.register(
+            "reconciles",
+            "Reconciles by result (ok or error reason)",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile latency",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "remote_writes",
+            "Successful OOS write calls by action",
+            remote_writes.clone(),
+        );
+        registry.register(
+            "status_writes",
+            "ChatConfiguration status writes",
+            status_writes.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            reconcile_duration,
+            remote_writes,
+            status_writes,
+        }
     }
 }
 
@@ -49,12 +71,17 @@ impl Metrics {
     }
 
     pub fn remote_write(&self, action: &str) {
-        self.remote_writes.get_or_create(&ActionLabel { action: action.to_string() }).inc();
+        self.remote_writes
+            .get_or_create(&ActionLabel {
+                action: action.to_string(),
+            })
+            .inc();
     }
 
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("encoding to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("encoding to a String cannot fail");
         out
     }
 }

@@ -65,7 +65,9 @@ pub struct RunArgs {
 
 pub fn parse_duration_flag(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or("missing unit (s, m or h)")?;
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or("missing unit (s, m or h)")?;
     let (n, unit) = s.split_at(split);
     let n: u64 = n.parse().map_err(|_| format!("bad number in {s:?}"))?;
     match unit {
@@ -85,7 +87,11 @@ struct UnavailableCredentials(String);
 impl CredentialProvider for UnavailableCredentials {
     fn credentials(&self) -> BoxFuture<'_, Result<Credentials, OosError>> {
         let message = self.0.clone();
-        Box::pin(async move { Err(OosError::credentials(format!("no default credentials: {message}; set spec.credentialsRef or configure the operator's credentials"))) })
+        Box::pin(async move {
+            Err(OosError::credentials(format!(
+                "no default credentials: {message}; set spec.credentialsRef or configure the operator's credentials"
+            )))
+        })
     }
     fn kind(&self) -> &'static str {
         "unavailable"
@@ -116,14 +122,23 @@ pub fn oos_client(args: &RunArgs, metrics: Arc<Metrics>) -> anyhow::Result<OosCl
 
 pub fn settings(args: &RunArgs) -> anyhow::Result<Settings> {
     let secret_hash_key = match &args.secret_hash_key_file {
-        Some(p) => std::fs::read(p).with_context(|| format!("reading --secret-hash-key-file {}", p.display()))?,
+        Some(p) => std::fs::read(p)
+            .with_context(|| format!("reading --secret-hash-key-file {}", p.display()))?,
         None => Vec::new(),
     };
     Ok(Settings {
         default_region: args.default_region.clone(),
-        default_deletion_policy: if args.default_deletion_policy == "Orphan" { DeletionPolicy::Orphan } else { DeletionPolicy::Delete },
+        default_deletion_policy: if args.default_deletion_policy == "Orphan" {
+            DeletionPolicy::Orphan
+        } else {
+            DeletionPolicy::Delete
+        },
         resync_interval: args.resync_interval,
-        on_remote_deleted: if args.on_remote_deleted == "Stall" { RemoteDeletedPolicy::Stall } else { RemoteDeletedPolicy::Recreate },
+        on_remote_deleted: if args.on_remote_deleted == "Stall" {
+            RemoteDeletedPolicy::Stall
+        } else {
+            RemoteDeletedPolicy::Recreate
+        },
         secret_hash_key,
         ..Settings::default()
     })
@@ -132,13 +147,18 @@ pub fn settings(args: &RunArgs) -> anyhow::Result<Settings> {
 async fn serve_metrics(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     use axum::routing::get;
     let app = axum::Router::new()
-        .route("/metrics", get(move || {
-            let m = metrics.clone();
-            async move { m.encode() }
-        }))
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move { m.encode() }
+            }),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }));
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding --metrics-addr {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding --metrics-addr {addr}"))?;
     info!(%addr, "serving metrics");
     axum::serve(listener, app).await?;
     Ok(())
@@ -148,7 +168,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
     }
     #[cfg(not(unix))]
@@ -158,12 +179,20 @@ async fn shutdown_signal() {
 /// Runs the controller until SIGINT/SIGTERM.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
-    let kube = kube::Client::try_default().await.context("connecting to Kubernetes (KUBECONFIG or in-cluster)")?;
+    let kube = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes (KUBECONFIG or in-cluster)")?;
     let oos = oos_client(&args, metrics.clone())?;
     let ctx = Context::new(kube, oos, settings(&args)?, metrics.clone());
     let metrics_server = tokio::spawn(serve_metrics(args.metrics_addr, metrics));
     info!(namespaces = ?args.namespaces, "starting ChatConfiguration controller");
-    reconcile::run(ctx, args.namespaces.clone(), args.concurrency, shutdown_signal()).await;
+    reconcile::run(
+        ctx,
+        args.namespaces.clone(),
+        args.concurrency,
+        shutdown_signal(),
+    )
+    .await;
     metrics_server.abort();
     info!("controller stopped");
     Ok(())

@@ -13,7 +13,11 @@ pub enum Error {
     Oos(#[from] OosError),
     /// A referenced Secret or key is missing: waits for the Secret watch, no retry storm.
     #[error("Secret {namespace}/{name} {problem}")]
-    SecretMissing { namespace: String, name: String, problem: String },
+    SecretMissing {
+        namespace: String,
+        name: String,
+        problem: String,
+    },
     /// The spec cannot be turned into a request (should have been caught at admission): terminal.
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
@@ -42,10 +46,24 @@ impl Error {
         match self {
             Error::Kube(_) => "KubernetesError",
             Error::Oos(e) => match e {
-                OosError::Api { code, .. } if code.starts_with("InvalidAccessKeyId") || code.contains("Signature") || code.contains("SecurityToken") => "InvalidCredentials",
-                OosError::Api { code, .. } if code.starts_with("Forbidden") || code == "NoPermission" => "Forbidden",
+                OosError::Api { code, .. }
+                    if code.starts_with("InvalidAccessKeyId")
+                        || code.contains("Signature")
+                        || code.contains("SecurityToken") =>
+                {
+                    "InvalidCredentials"
+                }
+                OosError::Api { code, .. }
+                    if code.starts_with("Forbidden") || code == "NoPermission" =>
+                {
+                    "Forbidden"
+                }
                 OosError::Api { code, .. } if code.contains("Throttling") => "Throttled",
-                OosError::Api { code, .. } if code.starts_with("Invalid") || code.starts_with("Missing") => "InvalidParameter",
+                OosError::Api { code, .. }
+                    if code.starts_with("Invalid") || code.starts_with("Missing") =>
+                {
+                    "InvalidParameter"
+                }
                 OosError::Credentials(_) => "CredentialsUnavailable",
                 _ if e.is_retryable() => "RemoteUnavailable",
                 _ => "RemoteError",

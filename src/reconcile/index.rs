@@ -1,7 +1,7 @@
 //! Maps a Secret to exactly the ChatConfigurations that read it, so a Secret event wakes only
 //! those objects. Filled by each reconcile with the object's current references.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use kube::runtime::reflector::ObjectRef;
@@ -17,14 +17,22 @@ pub struct SecretIndex {
 
 #[derive(Default)]
 struct Inner {
-    by_secret: BTreeMap<SecretKey, BTreeSet<ObjectRef<ChatConfiguration>>>,
-    by_object: BTreeMap<ObjectRef<ChatConfiguration>, BTreeSet<SecretKey>>,
+    by_secret: HashMap<SecretKey, HashSet<ObjectRef<ChatConfiguration>>>,
+    by_object: HashMap<ObjectRef<ChatConfiguration>, HashSet<SecretKey>>,
 }
 
 impl SecretIndex {
     /// Replaces the Secrets `object` references.
-    pub fn set(&self, object: ObjectRef<ChatConfiguration>, namespace: &str, secrets: impl IntoIterator<Item = String>) {
-        let keys: BTreeSet<SecretKey> = secrets.into_iter().map(|s| (namespace.to_string(), s)).collect();
+    pub fn set(
+        &self,
+        object: ObjectRef<ChatConfiguration>,
+        namespace: &str,
+        secrets: impl IntoIterator<Item = String>,
+    ) {
+        let keys: HashSet<SecretKey> = secrets
+            .into_iter()
+            .map(|s| (namespace.to_string(), s))
+            .collect();
         let mut inner = self.inner.write().expect("index lock");
         let old = inner.by_object.remove(&object).unwrap_or_default();
         for k in old.difference(&keys) {
@@ -36,7 +44,11 @@ impl SecretIndex {
             }
         }
         for k in &keys {
-            inner.by_secret.entry(k.clone()).or_default().insert(object.clone());
+            inner
+                .by_secret
+                .entry(k.clone())
+                .or_default()
+                .insert(object.clone());
         }
         if !keys.is_empty() {
             inner.by_object.insert(object, keys);
@@ -78,7 +90,10 @@ mod tests {
         idx.set(b.clone(), "ns", ["shared".to_string()]);
         assert_eq!(idx.lookup("ns", "s1"), vec![a.clone()]);
         assert_eq!(idx.lookup("ns", "shared").len(), 2);
-        assert!(idx.lookup("other", "s1").is_empty(), "namespaces are separate");
+        assert!(
+            idx.lookup("other", "s1").is_empty(),
+            "namespaces are separate"
+        );
         idx.set(a.clone(), "ns", ["s2".to_string()]);
         assert!(idx.lookup("ns", "s1").is_empty(), "stale reference dropped");
         assert_eq!(idx.lookup("ns", "shared"), vec![b.clone()]);

@@ -35,7 +35,12 @@ pub struct Inventory {
 
 impl Inventory {
     fn slot(&self, key: &InventoryKey) -> Arc<tokio::sync::Mutex<Slot>> {
-        self.slots.lock().expect("inventory lock").entry(key.clone()).or_default().clone()
+        self.slots
+            .lock()
+            .expect("inventory lock")
+            .entry(key.clone())
+            .or_default()
+            .clone()
     }
 
     /// The remote named `name`, from a snapshot younger than `max_age` (refreshing it if not, or
@@ -55,13 +60,18 @@ impl Inventory {
             .as_ref()
             .is_none_or(|s| s.fetched_at.elapsed() >= max_age);
         if stale || force {
-            let items = client.list_chat_configurations(&key.region, &[], None).await?;
+            let items = client
+                .list_chat_configurations(&key.region, &[], None)
+                .await?;
             slot.snapshot = Some(Snapshot {
                 fetched_at: Instant::now(),
                 items: items.into_iter().map(|i| (i.name.clone(), i)).collect(),
             });
         }
-        Ok(slot.snapshot.as_ref().and_then(|s| s.items.get(name).cloned()))
+        Ok(slot
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.items.get(name).cloned()))
     }
 
     /// Records what our own write produced, so the next reconcile needs no List.

@@ -21,12 +21,15 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, metadata_watcher, watcher};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use rand::Rng;
 use tracing::{info, warn};
 
-use crate::crd::{ChatConfiguration, ChatConfigurationStatus, DeletionPolicy, FINALIZER, ManagementPolicy, annotations};
+use crate::crd::{
+    ChatConfiguration, ChatConfigurationStatus, DeletionPolicy, FINALIZER, ManagementPolicy,
+    annotations,
+};
 use crate::metrics::Metrics;
 use crate::oos::client::OosClient;
 use crate::oos::credentials::StaticCredentials;
@@ -76,7 +79,12 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(kube: Client, oos: OosClient, settings: Settings, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(
+        kube: Client,
+        oos: OosClient,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         let reporter = Reporter {
             controller: "oos-chat-operator".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -116,21 +124,30 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
-    let scopes: Vec<Option<String>> =
-        if namespaces.is_empty() { vec![None] } else { namespaces.into_iter().map(Some).collect() };
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.into_iter().map(Some).collect()
+    };
     let controllers = scopes.into_iter().map(|ns| {
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         async move {
-            let (objects, secrets): (Api<ChatConfiguration>, Api<Secret>) = match &ns {
-                Some(ns) => (Api::namespaced(ctx.kube.clone(), ns), Api::namespaced(ctx.kube.clone(), ns)),
-                None => (Api::all(ctx.kube.clone()), Api::all(ctx.kube.clone())),
-            };
+            let (objects, secrets): (Api<ChatConfiguration>, Api<PartialObjectMeta<Secret>>) =
+                match &ns {
+                    Some(ns) => (
+                        Api::namespaced(ctx.kube.clone(), ns),
+                        Api::namespaced(ctx.kube.clone(), ns),
+                    ),
+                    None => (Api::all(ctx.kube.clone()), Api::all(ctx.kube.clone())),
+                };
             // Secret metadata only: data is read per reconcile, never cached cluster-wide.
-            let secret_events = metadata_watcher(secrets, watcher::Config::default()).touched_objects();
+            let secret_events = watcher(secrets, watcher::Config::default()).touched_objects();
             let index = ctx.secret_index.clone();
             Controller::new(objects, watcher::Config::default())
-                .watches_stream(secret_events, move |s: PartialObjectMeta<Secret>| secret_to_objects(&index, &s))
+                .watches_stream(secret_events, move |s: PartialObjectMeta<Secret>| {
+                    secret_to_objects(&index, &s)
+                })
                 .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
                 .graceful_shutdown_on(shutdown)
                 .run(reconcile, error_policy, ctx)
@@ -145,7 +162,10 @@ pub async fn run(
     futures::future::join_all(controllers).await;
 }
 
-fn secret_to_objects(index: &index::SecretIndex, s: &PartialObjectMeta<Secret>) -> Vec<ObjectRef<ChatConfiguration>> {
+fn secret_to_objects(
+    index: &index::SecretIndex,
+    s: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<ChatConfiguration>> {
     let ns = s.namespace().unwrap_or_default();
     let mut refs = index.lookup(&ns, &s.name_any());
     for owner in s.owner_references() {
@@ -157,7 +177,9 @@ fn secret_to_objects(index: &index::SecretIndex, s: &PartialObjectMeta<Secret>) 
 }
 
 async fn reconcile(obj: Arc<ChatConfiguration>, ctx: Arc<Context>) -> Result<Action> {
-    let ns = obj.namespace().ok_or_else(|| Error::InvalidSpec("ChatConfiguration must be namespaced".into()))?;
+    let ns = obj
+        .namespace()
+        .ok_or_else(|| Error::InvalidSpec("ChatConfiguration must be namespaced".into()))?;
     let api: Api<ChatConfiguration> = Api::namespaced(ctx.kube.clone(), &ns);
     let timer = std::time::Instant::now();
     let result = finalizer(&api, FINALIZER, obj, |event| async {
@@ -168,7 +190,8 @@ async fn reconcile(obj: Arc<ChatConfiguration>, ctx: Arc<Context>) -> Result<Act
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
-    ctx.metrics.observe_reconcile(timer.elapsed(), result.as_ref().err().map(Error::reason));
+    ctx.metrics
+        .observe_reconcile(timer.elapsed(), result.as_ref().err().map(Error::reason));
     result
 }
 
@@ -184,7 +207,11 @@ fn error_policy(obj: Arc<ChatConfiguration>, error: &Error, ctx: Arc<Context>) -
         *n = n.saturating_add(1);
         *n
     };
-    Action::requeue(backoff(attempt, ctx.settings.retry_base_delay, ctx.settings.retry_max_delay))
+    Action::requeue(backoff(
+        attempt,
+        ctx.settings.retry_base_delay,
+        ctx.settings.retry_max_delay,
+    ))
 }
 
 /// Exponential backoff with "equal jitter": half the capped delay plus a random part of the
@@ -224,8 +251,16 @@ fn jittered(d: Duration) -> Duration {
 fn recorded(status: &ChatConfigurationStatus) -> Recorded {
     let owns = matches!(status.ownership.as_deref(), Some("Created" | "Adopted"));
     Recorded {
-        created_date: if owns { status::parse_rfc3339(status.created_date.as_ref()) } else { None },
-        updated_date: if owns { status::parse_rfc3339(status.updated_date.as_ref()) } else { None },
+        created_date: if owns {
+            status::parse_rfc3339(status.created_date.as_ref())
+        } else {
+            None
+        },
+        updated_date: if owns {
+            status::parse_rfc3339(status.updated_date.as_ref())
+        } else {
+            None
+        },
         spec_hash: status.last_applied_spec_hash.clone(),
         secret_hash: status.last_applied_secret_hash.clone(),
         create_requested_at: status::parse_rfc3339(status.create_requested_at.as_ref()),
@@ -256,7 +291,11 @@ fn summary_of(full: &RemoteChatConfiguration) -> ChatConfigurationSummary {
 fn detail_of(full: &RemoteChatConfiguration) -> RemoteDetail {
     RemoteDetail {
         resource_group_id: full.resource_group_id.clone(),
-        configuration: full.configuration.as_ref().map(observe::configuration_map).unwrap_or_default(),
+        configuration: full
+            .configuration
+            .as_ref()
+            .map(observe::configuration_map)
+            .unwrap_or_default(),
     }
 }
 
@@ -267,13 +306,18 @@ struct Outcome {
     requeue: Option<Duration>,
 }
 
-async fn apply(obj: Arc<ChatConfiguration>, ctx: &Context, api: &Api<ChatConfiguration>) -> Result<Action> {
+async fn apply(
+    obj: Arc<ChatConfiguration>,
+    ctx: &Context,
+    api: &Api<ChatConfiguration>,
+) -> Result<Action> {
     let ns = obj.namespace().unwrap_or_default();
     let mut refs = obj.referenced_secrets();
     if let Some(o) = &obj.spec.output_secret_ref {
         refs.push(o.name.clone());
     }
-    ctx.secret_index.set(ObjectRef::from_obj(obj.as_ref()), &ns, refs);
+    ctx.secret_index
+        .set(ObjectRef::from_obj(obj.as_ref()), &ns, refs);
 
     if obj.annotation_is_true(annotations::PAUSED) {
         info!(object = %obj.name_any(), "paused; skipping");
@@ -282,7 +326,9 @@ async fn apply(obj: Arc<ChatConfiguration>, ctx: &Context, api: &Api<ChatConfigu
 
     let mut status = obj.status.clone().unwrap_or_default();
     status.observed_generation = obj.metadata.generation;
-    let requested_at = obj.annotation(annotations::FLUX_REQUESTED_AT).map(str::to_string);
+    let requested_at = obj
+        .annotation(annotations::FLUX_REQUESTED_AT)
+        .map(str::to_string);
     let forced = requested_at.is_some() && requested_at != status.last_handled_reconcile_at;
     if requested_at.is_some() {
         status.last_handled_reconcile_at = requested_at;
@@ -293,15 +339,28 @@ async fn apply(obj: Arc<ChatConfiguration>, ctx: &Context, api: &Api<ChatConfigu
     let (health, dry_run, action, err) = match result {
         Ok(outcome) => {
             ctx.failures.lock().expect("failures lock").remove(&key);
-            let action = Action::requeue(outcome.requeue.unwrap_or_else(|| jittered(resync_interval(&obj, &ctx.settings))));
+            let action = Action::requeue(
+                outcome
+                    .requeue
+                    .unwrap_or_else(|| jittered(resync_interval(&obj, &ctx.settings))),
+            );
             (outcome.health, outcome.dry_run, Some(action), None)
         }
         Err(e) => {
             let message = e.to_string();
             let health = match &e {
-                Error::SecretMissing { .. } => Health::Progressing { reason: e.reason(), message: format!("waiting for {message}") },
-                _ if e.is_retryable() => Health::Progressing { reason: e.reason(), message: format!("retrying: {message}") },
-                _ => Health::Stalled { reason: e.reason(), message },
+                Error::SecretMissing { .. } => Health::Progressing {
+                    reason: e.reason(),
+                    message: format!("waiting for {message}"),
+                },
+                _ if e.is_retryable() => Health::Progressing {
+                    reason: e.reason(),
+                    message: format!("retrying: {message}"),
+                },
+                _ => Health::Stalled {
+                    reason: e.reason(),
+                    message,
+                },
             };
             (health, None, None, Some(e))
         }
@@ -311,7 +370,8 @@ async fn apply(obj: Arc<ChatConfiguration>, ctx: &Context, api: &Api<ChatConfigu
     if wrote {
         ctx.metrics.status_writes.inc();
         if let Some(e) = &err {
-            ctx.event(&obj, EventType::Warning, e.reason(), e.to_string()).await;
+            ctx.event(&obj, EventType::Warning, e.reason(), e.to_string())
+                .await;
         }
     }
     match (action, err) {
@@ -336,24 +396,47 @@ async fn sync(
         .region_id
         .clone()
         .or_else(|| ctx.settings.default_region.clone())
-        .ok_or_else(|| Error::InvalidSpec("spec.regionId is unset and the operator has no --default-region".into()))?;
+        .ok_or_else(|| {
+            Error::InvalidSpec(
+                "spec.regionId is unset and the operator has no --default-region".into(),
+            )
+        })?;
     status.remote_name = Some(name.clone());
     status.region_id = Some(region.clone());
 
     // Observe.
     let mut secrets = observe::SecretReader::new(ctx.kube.clone(), &ns);
-    let inputs = observe::read_inputs(obj, &mut secrets, &ctx.settings.secret_hash_key, ctx.settings.on_remote_deleted).await?;
+    let inputs = observe::read_inputs(
+        obj,
+        &mut secrets,
+        &ctx.settings.secret_hash_key,
+        ctx.settings.on_remote_deleted,
+    )
+    .await?;
     let (oos, credentials_id) = match &obj.spec.credentials_ref {
         Some(r) => {
             let creds = secrets.credentials(&r.name).await?;
             let id = creds.access_key_id.clone();
-            (ctx.oos.with_credentials(Arc::new(StaticCredentials::new(creds))), id)
+            (
+                ctx.oos.with_credentials(Arc::new(StaticCredentials::new(
+                    creds.access_key_id,
+                    creds.access_key_secret,
+                    creds.security_token,
+                ))),
+                id,
+            )
         }
         None => (ctx.oos.clone(), "default".to_string()),
     };
-    let key = InventoryKey { credentials: credentials_id, region: region.clone() };
+    let key = InventoryKey {
+        credentials: credentials_id,
+        region: region.clone(),
+    };
     let interval = resync_interval(obj, &ctx.settings);
-    let mut summary = ctx.inventory.lookup(&key, &oos, &name, interval, forced).await?;
+    let mut summary = ctx
+        .inventory
+        .lookup(&key, &oos, &name, interval, forced)
+        .await?;
     let mut recorded = recorded(status);
     let mut detail = None;
     let mut from_get = false;
@@ -375,23 +458,40 @@ async fn sync(
     }
 
     // Plan.
-    let mut decision = plan::plan(&inputs.desired, &recorded, summary.as_ref().map(summary_view).as_ref(), detail.as_ref());
+    let mut decision = plan::plan(
+        &inputs.desired,
+        &recorded,
+        summary.as_ref().map(summary_view).as_ref(),
+        detail.as_ref(),
+    );
     if detail.is_some() {
         status.drift = decision.drift.clone();
     }
 
     if obj.annotation_is_true(annotations::DRY_RUN) {
         let message = match &decision.plan {
-            Plan::Update { changed } | Plan::Adopt { changed, .. } => format!("would {} ({})", decision.plan.verb(), changed.join(", ")),
+            Plan::Update { changed } | Plan::Adopt { changed, .. } => {
+                format!("would {} ({})", decision.plan.verb(), changed.join(", "))
+            }
             Plan::Conflict { message, .. } => format!("would stop: {message}"),
             other => format!("would {}", other.verb()),
         };
         let health = if decision.plan == Plan::Nothing {
-            Health::Ready { reason: "DryRun", message: "in sync (dry run)".into() }
+            Health::Ready {
+                reason: "DryRun",
+                message: "in sync (dry run)".into(),
+            }
         } else {
-            Health::Progressing { reason: "DryRun", message: "dry run: no remote write; see the DryRun condition".into() }
+            Health::Progressing {
+                reason: "DryRun",
+                message: "dry run: no remote write; see the DryRun condition".into(),
+            }
         };
-        return Ok(Outcome { health, dry_run: Some(message), requeue: None });
+        return Ok(Outcome {
+            health,
+            dry_run: Some(message),
+            requeue: None,
+        });
     }
 
     // Act. A Create is preceded by a Get when the inventory (not a Get) said "absent", and by
@@ -401,7 +501,12 @@ async fn sync(
             Ok(full) => {
                 detail = Some(detail_of(&full));
                 summary = Some(summary_of(&full));
-                decision = plan::plan(&inputs.desired, &recorded, summary.as_ref().map(summary_view).as_ref(), detail.as_ref());
+                decision = plan::plan(
+                    &inputs.desired,
+                    &recorded,
+                    summary.as_ref().map(summary_view).as_ref(),
+                    detail.as_ref(),
+                );
                 status.drift = decision.drift.clone();
             }
             Err(e) if e.is_not_found() => {}
@@ -416,7 +521,10 @@ async fn sync(
             let requested = Utc::now();
             status.create_requested_at = Some(rfc3339(requested));
             status.conditions = status::conditions(
-                &Health::Progressing { reason: "Creating", message: format!("creating remote configuration {name}") },
+                &Health::Progressing {
+                    reason: "Creating",
+                    message: format!("creating remote configuration {name}"),
+                },
                 obj.metadata.generation,
                 None,
             );
@@ -434,14 +542,36 @@ async fn sync(
             };
             let full = oos.get_chat_configuration(&region, &name).await?;
             if created {
-                ctx.event(obj, EventType::Normal, if decision.plan == Plan::Create { "Created" } else { "Recreated" },
-                    format!("created remote chat configuration {name} in {region}")).await;
+                ctx.event(
+                    obj,
+                    EventType::Normal,
+                    if decision.plan == Plan::Create {
+                        "Created"
+                    } else {
+                        "Recreated"
+                    },
+                    format!("created remote chat configuration {name} in {region}"),
+                )
+                .await;
             } else {
                 // Someone (perhaps our own interrupted attempt) created it meanwhile: re-plan.
-                let re = plan::plan(&inputs.desired, &recorded, Some(&summary_view(&summary_of(&full))), Some(&detail_of(&full)));
+                let re = plan::plan(
+                    &inputs.desired,
+                    &recorded,
+                    Some(&summary_view(&summary_of(&full))),
+                    Some(&detail_of(&full)),
+                );
                 if let Plan::Conflict { reason, message } = &re.plan {
-                    ctx.event(obj, EventType::Warning, reason, message.clone()).await;
-                    return Ok(Outcome { health: Health::Stalled { reason, message: message.clone() }, dry_run: None, requeue: None });
+                    ctx.event(obj, EventType::Warning, reason, message.clone())
+                        .await;
+                    return Ok(Outcome {
+                        health: Health::Stalled {
+                            reason,
+                            message: message.clone(),
+                        },
+                        dry_run: None,
+                        requeue: None,
+                    });
                 }
                 let stamp = oos.update_chat_configuration(&region, &input).await?;
                 ctx.metrics.remote_write("UpdateChatConfiguration");
@@ -452,7 +582,9 @@ async fn sync(
                 status.ownership = Some("Created".into());
                 status.create_requested_at = None;
                 record_applied(status, &inputs, summary.as_ref());
-                ctx.inventory.upsert(&key, summary.clone().expect("set above")).await;
+                ctx.inventory
+                    .upsert(&key, summary.clone().expect("set above"))
+                    .await;
                 return finish(obj, ctx, status, summary.as_ref()).await;
             }
             summary = Some(summary_of(&full));
@@ -460,7 +592,9 @@ async fn sync(
             status.create_requested_at = None;
             status.drift.clear();
             record_applied(status, &inputs, summary.as_ref());
-            ctx.inventory.upsert(&key, summary.clone().expect("set above")).await;
+            ctx.inventory
+                .upsert(&key, summary.clone().expect("set above"))
+                .await;
         }
         Plan::Update { changed } | Plan::Adopt { changed, .. } => {
             let adopting = matches!(decision.plan, Plan::Adopt { .. });
@@ -476,7 +610,11 @@ async fn sync(
                     Err(e) if e.is_not_found() => {
                         ctx.inventory.remove(&key, &name).await;
                         return Ok(Outcome {
-                            health: Health::Progressing { reason: "RemoteNotFound", message: "remote configuration vanished during update; re-checking".into() },
+                            health: Health::Progressing {
+                                reason: "RemoteNotFound",
+                                message: "remote configuration vanished during update; re-checking"
+                                    .into(),
+                            },
                             dry_run: None,
                             requeue: Some(Duration::from_secs(1)),
                         });
@@ -484,9 +622,23 @@ async fn sync(
                     Err(e) => return Err(e.into()),
                 }
             }
-            let (reason, what) = if adopting { ("Adopted", "took over") } else { ("Updated", "updated") };
-            let fields = if changed.is_empty() { String::new() } else { format!(" (fields: {})", changed.join(", ")) };
-            ctx.event(obj, EventType::Normal, reason, format!("{what} remote chat configuration {name}{fields}")).await;
+            let (reason, what) = if adopting {
+                ("Adopted", "took over")
+            } else {
+                ("Updated", "updated")
+            };
+            let fields = if changed.is_empty() {
+                String::new()
+            } else {
+                format!(" (fields: {})", changed.join(", "))
+            };
+            ctx.event(
+                obj,
+                EventType::Normal,
+                reason,
+                format!("{what} remote chat configuration {name}{fields}"),
+            )
+            .await;
             if adopting {
                 status.ownership = Some("Adopted".into());
                 status.create_requested_at = None;
@@ -497,10 +649,24 @@ async fn sync(
             }
         }
         Plan::Conflict { reason, message } => {
-            if obj.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Stalled")).map(|c| c.reason.as_str()) != Some(reason) {
-                ctx.event(obj, EventType::Warning, reason, message.clone()).await;
+            if obj
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Stalled"))
+                .map(|c| c.reason.as_str())
+                != Some(reason)
+            {
+                ctx.event(obj, EventType::Warning, reason, message.clone())
+                    .await;
             }
-            return Ok(Outcome { health: Health::Stalled { reason, message: message.clone() }, dry_run: None, requeue: None });
+            return Ok(Outcome {
+                health: Health::Stalled {
+                    reason,
+                    message: message.clone(),
+                },
+                dry_run: None,
+                requeue: None,
+            });
         }
         Plan::Nothing => {
             if inputs.desired.management == ManagementPolicy::ObserveOnly {
@@ -509,11 +675,21 @@ async fn sync(
                 status.updated_date = s.updated_date.map(rfc3339);
                 status.webhook_url = s.outputs.as_ref().and_then(|o| o.url.clone());
                 let health = if status.drift.is_empty() {
-                    Health::Ready { reason: "Observed", message: "remote configuration exists (ObserveOnly)".into() }
+                    Health::Ready {
+                        reason: "Observed",
+                        message: "remote configuration exists (ObserveOnly)".into(),
+                    }
                 } else {
-                    Health::Ready { reason: "ObservedDrift", message: format!("remote differs in: {}", status.drift.join(", ")) }
+                    Health::Ready {
+                        reason: "ObservedDrift",
+                        message: format!("remote differs in: {}", status.drift.join(", ")),
+                    }
                 };
-                return Ok(Outcome { health, dry_run: None, requeue: None });
+                return Ok(Outcome {
+                    health,
+                    dry_run: None,
+                    requeue: None,
+                });
             }
             record_applied(status, &inputs, summary.as_ref());
         }
@@ -523,7 +699,11 @@ async fn sync(
 }
 
 /// Records the applied hashes and the remote's identity and dates.
-fn record_applied(status: &mut ChatConfigurationStatus, inputs: &observe::Inputs, summary: Option<&ChatConfigurationSummary>) {
+fn record_applied(
+    status: &mut ChatConfigurationStatus,
+    inputs: &observe::Inputs,
+    summary: Option<&ChatConfigurationSummary>,
+) {
     status.last_applied_spec_hash = Some(inputs.desired.spec_hash.clone());
     status.last_applied_secret_hash = Some(inputs.desired.secret_hash.clone());
     if let Some(s) = summary {
@@ -547,25 +727,46 @@ async fn finish(
         Some(url) => format!("remote configuration in sync; webhook {url}"),
         None => "remote configuration in sync".to_string(),
     };
-    Ok(Outcome { health: Health::Ready { reason: "Synced", message }, dry_run: None, requeue: None })
+    Ok(Outcome {
+        health: Health::Ready {
+            reason: "Synced",
+            message,
+        },
+        dry_run: None,
+        requeue: None,
+    })
 }
 
 /// Creates or updates the owned Secret carrying the webhook URL and the AesKey; writes only when
 /// its content differs.
-async fn ensure_output_secret(obj: &ChatConfiguration, ctx: &Context, name: &str, s: &ChatConfigurationSummary) -> Result<()> {
+async fn ensure_output_secret(
+    obj: &ChatConfiguration,
+    ctx: &Context,
+    name: &str,
+    s: &ChatConfigurationSummary,
+) -> Result<()> {
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.kube.clone(), &ns);
     let mut data = BTreeMap::new();
     if let Some(o) = &s.outputs {
         if let Some(url) = &o.url {
-            data.insert("webhookUrl".to_string(), k8s_openapi::ByteString(url.clone().into_bytes()));
+            data.insert(
+                "webhookUrl".to_string(),
+                k8s_openapi::ByteString(url.clone().into_bytes()),
+            );
         }
         if let Some(aes) = &o.aes_key {
-            data.insert("aesKey".to_string(), k8s_openapi::ByteString(aes.expose().as_bytes().to_vec()));
+            data.insert(
+                "aesKey".to_string(),
+                k8s_openapi::ByteString(aes.expose().as_bytes().to_vec()),
+            );
         }
     }
     if let Some(existing) = api.get_opt(name).await? {
-        let owned = existing.owner_references().iter().any(|o| Some(&o.uid) == obj.metadata.uid.as_ref());
+        let owned = existing
+            .owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == obj.metadata.uid.as_ref());
         if !owned {
             return Err(Error::InvalidSpec(format!(
                 "spec.outputSecretRef: Secret {ns}/{name} exists and is not owned by this ChatConfiguration"
@@ -591,12 +792,26 @@ async fn ensure_output_secret(obj: &ChatConfiguration, ctx: &Context, name: &str
         "type": "Opaque",
         "data": data,
     });
-    api.patch(name, &PatchParams::apply(status::FIELD_MANAGER).force(), &Patch::Apply(&secret)).await?;
-    ctx.event(obj, EventType::Normal, "OutputSecretWritten", format!("wrote webhook output to Secret {name}")).await;
+    api.patch(
+        name,
+        &PatchParams::apply(status::FIELD_MANAGER).force(),
+        &Patch::Apply(&secret),
+    )
+    .await?;
+    ctx.event(
+        obj,
+        EventType::Normal,
+        "OutputSecretWritten",
+        format!("wrote webhook output to Secret {name}"),
+    )
+    .await;
     Ok(())
 }
 
-async fn effective_deletion_policy(obj: &ChatConfiguration, ctx: &Context) -> Result<DeletionPolicy> {
+async fn effective_deletion_policy(
+    obj: &ChatConfiguration,
+    ctx: &Context,
+) -> Result<DeletionPolicy> {
     if let Some(p) = obj.spec.deletion_policy {
         return Ok(p);
     }
@@ -604,7 +819,11 @@ async fn effective_deletion_policy(obj: &ChatConfiguration, ctx: &Context) -> Re
     let from_ns = ns
         .get_opt(&obj.namespace().unwrap_or_default())
         .await?
-        .and_then(|n| n.annotations().get(annotations::NAMESPACE_DELETION_POLICY).cloned());
+        .and_then(|n| {
+            n.annotations()
+                .get(annotations::NAMESPACE_DELETION_POLICY)
+                .cloned()
+        });
     Ok(match from_ns.as_deref() {
         Some("Orphan") => DeletionPolicy::Orphan,
         Some("Delete") => DeletionPolicy::Delete,
@@ -618,12 +837,22 @@ async fn cleanup(obj: Arc<ChatConfiguration>, ctx: &Context) -> Result<Action> {
     let status = obj.status.clone().unwrap_or_default();
     let recorded = recorded(&status);
     let force_orphan = obj.annotation_is_true(annotations::FORCE_ORPHAN);
-    let policy = if force_orphan { DeletionPolicy::Orphan } else { effective_deletion_policy(&obj, ctx).await? };
+    let policy = if force_orphan {
+        DeletionPolicy::Orphan
+    } else {
+        effective_deletion_policy(&obj, ctx).await?
+    };
     let management = obj.spec.management_policy.unwrap_or_default();
     match plan::plan_delete(policy, management, force_orphan, &recorded) {
         DeletePlan::NotOwned => {}
         DeletePlan::Orphan => {
-            ctx.event(&obj, EventType::Normal, "Orphaned", format!("kept remote chat configuration {name}")).await;
+            ctx.event(
+                &obj,
+                EventType::Normal,
+                "Orphaned",
+                format!("kept remote chat configuration {name}"),
+            )
+            .await;
         }
         DeletePlan::Delete => {
             let region = status
@@ -635,10 +864,20 @@ async fn cleanup(obj: Arc<ChatConfiguration>, ctx: &Context) -> Result<Action> {
             // Deletion needs only credentials, never the chat platform's ClientSecret.
             let (oos, credentials_id) = match &obj.spec.credentials_ref {
                 Some(r) => {
-                    let mut secrets = observe::SecretReader::new(ctx.kube.clone(), &obj.namespace().unwrap_or_default());
+                    let mut secrets = observe::SecretReader::new(
+                        ctx.kube.clone(),
+                        &obj.namespace().unwrap_or_default(),
+                    );
                     let creds = secrets.credentials(&r.name).await?;
                     let id = creds.access_key_id.clone();
-                    (ctx.oos.with_credentials(Arc::new(StaticCredentials::new(creds))), id)
+                    (
+                        ctx.oos.with_credentials(Arc::new(StaticCredentials::new(
+                            creds.access_key_id,
+                            creds.access_key_secret,
+                            creds.security_token,
+                        ))),
+                        id,
+                    )
                 }
                 None => (ctx.oos.clone(), "default".to_string()),
             };
@@ -647,8 +886,22 @@ async fn cleanup(obj: Arc<ChatConfiguration>, ctx: &Context) -> Result<Action> {
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e.into()),
             }
-            ctx.inventory.remove(&InventoryKey { credentials: credentials_id, region }, &name).await;
-            ctx.event(&obj, EventType::Normal, "Deleted", format!("deleted remote chat configuration {name}")).await;
+            ctx.inventory
+                .remove(
+                    &InventoryKey {
+                        credentials: credentials_id,
+                        region,
+                    },
+                    &name,
+                )
+                .await;
+            ctx.event(
+                &obj,
+                EventType::Normal,
+                "Deleted",
+                format!("deleted remote chat configuration {name}"),
+            )
+            .await;
         }
     }
     ctx.secret_index.remove(&key);
@@ -677,7 +930,11 @@ mod tests {
         for attempt in 1..30 {
             let cap = base.saturating_mul(1 << (attempt - 1).min(20)).min(max);
             let d = backoff(attempt, base, max);
-            assert!(d >= cap / 2 && d <= cap, "attempt {attempt}: {d:?} not in [{:?}, {cap:?}]", cap / 2);
+            assert!(
+                d >= cap / 2 && d <= cap,
+                "attempt {attempt}: {d:?} not in [{:?}, {cap:?}]",
+                cap / 2
+            );
         }
     }
 }

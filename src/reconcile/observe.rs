@@ -31,7 +31,11 @@ pub struct SecretReader {
 
 impl SecretReader {
     pub fn new(client: Client, namespace: &str) -> Self {
-        Self { api: Api::namespaced(client, namespace), namespace: namespace.to_string(), cache: BTreeMap::new() }
+        Self {
+            api: Api::namespaced(client, namespace),
+            namespace: namespace.to_string(),
+            cache: BTreeMap::new(),
+        }
     }
 
     async fn secret(&mut self, name: &str) -> Result<Option<&Secret>> {
@@ -45,7 +49,11 @@ impl SecretReader {
     /// The value of `key` in Secret `name`; a missing Secret or key is an error naming both.
     pub async fn value(&mut self, name: &str, key: &str) -> Result<SecretString> {
         let namespace = self.namespace.clone();
-        let missing = |problem: String| Error::SecretMissing { namespace: namespace.clone(), name: name.to_string(), problem };
+        let missing = |problem: String| Error::SecretMissing {
+            namespace: namespace.clone(),
+            name: name.to_string(),
+            problem,
+        };
         let Some(secret) = self.secret(name).await? else {
             return Err(missing("not found".into()));
         };
@@ -55,7 +63,8 @@ impl SecretReader {
             .and_then(|d| d.get(key))
             .map(|b| b.0.clone())
             .ok_or_else(|| missing(format!("has no key {key:?}")))?;
-        let text = String::from_utf8(bytes).map_err(|_| missing(format!("key {key:?} is not UTF-8 text")))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| missing(format!("key {key:?} is not UTF-8 text")))?;
         let trimmed = text.trim_end_matches(['\n', '\r']);
         if trimmed.is_empty() {
             return Err(missing(format!("key {key:?} is empty")));
@@ -76,8 +85,16 @@ impl SecretReader {
             .await?
             .and_then(|s| s.data.as_ref())
             .is_some_and(|d| d.contains_key("SecurityToken"));
-        let security_token = if has_token { Some(self.value(name, "SecurityToken").await?) } else { None };
-        Ok(Credentials { access_key_id, access_key_secret, security_token })
+        let security_token = if has_token {
+            Some(self.value(name, "SecurityToken").await?)
+        } else {
+            None
+        };
+        Ok(Credentials {
+            access_key_id,
+            access_key_secret,
+            security_token,
+        })
     }
 }
 
@@ -93,7 +110,11 @@ pub async fn read_inputs(
     let settings = spec.platform_settings().ok_or_else(|| {
         Error::InvalidSpec(format!(
             "spec.{} is required when spec.type is {}",
-            if keys.client_id.starts_with("DingTalk") { "dingTalk" } else { "weChat" },
+            if keys.client_id.starts_with("DingTalk") {
+                "dingTalk"
+            } else {
+                "weChat"
+            },
             spec.chat_type.as_str()
         ))
     })?;
@@ -108,7 +129,10 @@ pub async fn read_inputs(
     }
 
     let mut secret_values = BTreeMap::new();
-    secret_values.insert(keys.client_secret.to_string(), secrets.key_ref(&settings.client_secret_ref).await?);
+    secret_values.insert(
+        keys.client_secret.to_string(),
+        secrets.key_ref(&settings.client_secret_ref).await?,
+    );
     for (k, r) in spec.extra_secret_configuration.iter().flatten() {
         secret_values.insert(k.clone(), secrets.key_ref(r).await?);
     }
@@ -122,9 +146,16 @@ pub async fn read_inputs(
             "configuration": configuration,
             "secretKeys": secret_keys,
         });
-        format!("sha256:{}", hex::encode(Sha256::digest(canonical.to_string().as_bytes())))
+        format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+        )
     };
-    let secret_hash = secret_hmac(hash_key, obj.uid().as_deref().unwrap_or_default(), &secret_values);
+    let secret_hash = secret_hmac(
+        hash_key,
+        obj.uid().as_deref().unwrap_or_default(),
+        &secret_values,
+    );
 
     Ok(Inputs {
         desired: Desired {
@@ -145,13 +176,18 @@ pub async fn read_inputs(
 
 /// HMAC-SHA256 of the secret values, keyed per object (operator key + object UID), so status
 /// reveals nothing that could confirm a guessed secret without the operator's key.
-pub fn secret_hmac(operator_key: &[u8], uid: &str, values: &BTreeMap<String, SecretString>) -> String {
+pub fn secret_hmac(
+    operator_key: &[u8],
+    uid: &str,
+    values: &BTreeMap<String, SecretString>,
+) -> String {
     let mut key = Sha256::new();
     key.update(b"oos-chat-operator/secret-hash/v1\0");
     key.update(operator_key);
     key.update(b"\0");
     key.update(uid.as_bytes());
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key.finalize()).expect("HMAC takes any key length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(&key.finalize()).expect("HMAC takes any key length");
     for (k, v) in values {
         mac.update(k.as_bytes());
         mac.update(b"\0");
@@ -170,7 +206,9 @@ pub fn remote_input(name: &str, inputs: &Inputs) -> ChatConfigurationInput {
             "DingTalkClientId" => settings.ding_talk_client_id = Some(v.clone()),
             "DingTalkTemplateId" => settings.ding_talk_template_id = Some(v.clone()),
             _ => {
-                settings.extra.insert(k.clone(), serde_json::Value::String(v.clone()));
+                settings
+                    .extra
+                    .insert(k.clone(), serde_json::Value::String(v.clone()));
             }
         }
     }
@@ -178,7 +216,9 @@ pub fn remote_input(name: &str, inputs: &Inputs) -> ChatConfigurationInput {
         match k.as_str() {
             "DingTalkClientSecret" => settings.ding_talk_client_secret = Some(v.clone()),
             _ => {
-                settings.extra.insert(k.clone(), serde_json::Value::String(v.expose().to_string()));
+                settings
+                    .extra
+                    .insert(k.clone(), serde_json::Value::String(v.expose().to_string()));
             }
         }
     }
@@ -212,12 +252,22 @@ mod tests {
 
     #[test]
     fn secret_hash_is_keyed_per_object_and_changes_with_the_value() {
-        let v1 = BTreeMap::from([("DingTalkClientSecret".to_string(), SecretString::new("s3cr3t"))]);
-        let v2 = BTreeMap::from([("DingTalkClientSecret".to_string(), SecretString::new("s3cr3t2"))]);
+        let v1 = BTreeMap::from([(
+            "DingTalkClientSecret".to_string(),
+            SecretString::new("s3cr3t"),
+        )]);
+        let v2 = BTreeMap::from([(
+            "DingTalkClientSecret".to_string(),
+            SecretString::new("s3cr3t2"),
+        )]);
         let a = secret_hmac(b"", "uid-a", &v1);
         assert_eq!(a, secret_hmac(b"", "uid-a", &v1), "deterministic");
         assert_ne!(a, secret_hmac(b"", "uid-b", &v1), "keyed per object");
-        assert_ne!(a, secret_hmac(b"k", "uid-a", &v1), "keyed by the operator key");
+        assert_ne!(
+            a,
+            secret_hmac(b"k", "uid-a", &v1),
+            "keyed by the operator key"
+        );
         assert_ne!(a, secret_hmac(b"", "uid-a", &v2), "changes with the value");
         let plain = hex::encode(Sha256::digest(b"s3cr3t"));
         assert!(!a.contains(&plain), "never a plain hash");

@@ -81,7 +81,10 @@ pub enum Plan {
     /// `resumed` marks a configuration made by this object's own interrupted Create.
     Adopt { changed: Vec<String>, resumed: bool },
     /// A human must decide; nothing is written.
-    Conflict { reason: &'static str, message: String },
+    Conflict {
+        reason: &'static str,
+        message: String,
+    },
     /// Delete the remote (object is being deleted with policy Delete and owns it).
     Delete,
     /// Nothing to write; `drift` names fields that differ (ObserveOnly) or were just seen.
@@ -113,7 +116,12 @@ impl Plan {
 /// Whether the observe phase must call GetChatConfiguration before planning: the inventory
 /// lacks `Configuration` and `ResourceGroupId`, so Get is needed exactly when someone else
 /// changed the remote, when our own desired state changed, or when taking a remote over.
-pub fn needs_detail(desired: &Desired, recorded: &Recorded, remote: &RemoteSummary, forced: bool) -> bool {
+pub fn needs_detail(
+    desired: &Desired,
+    recorded: &Recorded,
+    remote: &RemoteSummary,
+    forced: bool,
+) -> bool {
     if forced {
         return true;
     }
@@ -122,7 +130,8 @@ pub fn needs_detail(desired: &Desired, recorded: &Recorded, remote: &RemoteSumma
         // Adoption (or a resumed create) compares everything once.
         return true;
     }
-    recorded.updated_date != remote.updated_date || recorded.spec_hash.as_deref() != Some(&desired.spec_hash)
+    recorded.updated_date != remote.updated_date
+        || recorded.spec_hash.as_deref() != Some(&desired.spec_hash)
 }
 
 /// Names of remote fields that differ from the desired state. Secret values cannot be read back
@@ -174,19 +183,25 @@ pub fn plan(
     remote: Option<&RemoteSummary>,
     detail: Option<&RemoteDetail>,
 ) -> Decision {
-    let nothing = |drift: Vec<String>| Decision { plan: Plan::Nothing, drift };
+    let nothing = |drift: Vec<String>| Decision {
+        plan: Plan::Nothing,
+        drift,
+    };
     let Some(remote) = remote else {
         let plan = if desired.management == ManagementPolicy::ObserveOnly {
             Plan::Conflict {
                 reason: "RemoteNotFound",
-                message: "managementPolicy is ObserveOnly and the remote configuration does not exist".into(),
+                message:
+                    "managementPolicy is ObserveOnly and the remote configuration does not exist"
+                        .into(),
             }
         } else if recorded.created_date.is_some() {
             match desired.on_remote_deleted {
                 RemoteDeletedPolicy::Recreate => Plan::Recreate,
                 RemoteDeletedPolicy::Stall => Plan::Conflict {
                     reason: "RemoteDeleted",
-                    message: "the remote configuration this object created was deleted out of band".into(),
+                    message: "the remote configuration this object created was deleted out of band"
+                        .into(),
                 },
             }
         } else if desired.adoption == AdoptionPolicy::Adopt {
@@ -197,7 +212,10 @@ pub fn plan(
         } else {
             Plan::Create
         };
-        return Decision { plan, drift: Vec::new() };
+        return Decision {
+            plan,
+            drift: Vec::new(),
+        };
     };
 
     let drift = detail.map(|d| diff(desired, remote, d)).unwrap_or_default();
@@ -213,7 +231,10 @@ pub fn plan(
                     reason: "RemoteReplaced",
                     message: format!(
                         "the remote configuration was deleted and recreated out of band (CreatedDate {}, this object created it at {})",
-                        remote.created_date.map(|d| d.to_rfc3339()).unwrap_or_else(|| "unknown".into()),
+                        remote
+                            .created_date
+                            .map(|d| d.to_rfc3339())
+                            .unwrap_or_else(|| "unknown".into()),
                         recorded_created.to_rfc3339()
                     ),
                 },
@@ -236,23 +257,39 @@ pub fn plan(
         }
         // Secrets cannot be read back, so taking a remote over always sends them.
         let mut changed = drift.clone();
-        changed.extend(desired.secret_keys.iter().map(|k| format!("configuration.{k}")));
+        changed.extend(
+            desired
+                .secret_keys
+                .iter()
+                .map(|k| format!("configuration.{k}")),
+        );
         changed.sort();
         changed.dedup();
-        return Decision { plan: Plan::Adopt { changed, resumed }, drift };
+        return Decision {
+            plan: Plan::Adopt { changed, resumed },
+            drift,
+        };
     }
 
     // Owned.
     let mut changed = drift.clone();
     if recorded.secret_hash.as_deref() != Some(&desired.secret_hash) {
-        changed.extend(desired.secret_keys.iter().map(|k| format!("configuration.{k}")));
+        changed.extend(
+            desired
+                .secret_keys
+                .iter()
+                .map(|k| format!("configuration.{k}")),
+        );
     }
     changed.sort();
     changed.dedup();
     if changed.is_empty() {
         nothing(drift)
     } else {
-        Decision { plan: Plan::Update { changed }, drift }
+        Decision {
+            plan: Plan::Update { changed },
+            drift,
+        }
     }
 }
 
@@ -356,31 +393,170 @@ mod tests {
         let mut d_rotated = desired();
         d_rotated.secret_hash = "sec-2".into();
         let mut drifted = detail_matching();
-        drifted.configuration.insert("DingTalkTemplateId".into(), "other".into());
+        drifted
+            .configuration
+            .insert("DingTalkTemplateId".into(), "other".into());
         let mut role_changed = remote(0, 9);
         role_changed.ram_role = Some("Other".into());
-        let crashed = Recorded { create_requested_at: Some(t(10)), ..Default::default() };
+        let crashed = Recorded {
+            create_requested_at: Some(t(10)),
+            ..Default::default()
+        };
 
         let fresh = Recorded::default();
-        let cases: Vec<(&str, &Desired, &Recorded, Option<RemoteSummary>, Option<RemoteDetail>, &str)> = vec![
-            ("absent, new object -> create", &d, &fresh, None, None, "Create"),
-            ("absent, AdoptOrCreate -> create", &d_adopt_or_create, &fresh, None, None, "Create"),
-            ("absent, Adopt never creates", &d_adopt, &fresh, None, None, "Conflict:AdoptionTargetNotFound"),
-            ("absent after we created -> recreate", &d, &owned(0, 1), None, None, "Recreate"),
-            ("absent after we created, stall policy", &d_stall, &owned(0, 1), None, None, "Conflict:RemoteDeleted"),
-            ("absent, observe only", &d_observe, &fresh, None, None, "Conflict:RemoteNotFound"),
-            ("exists, not ours, refuse", &d, &fresh, Some(remote(0, 1)), Some(detail_matching()), "Conflict:AlreadyExists"),
-            ("exists, adopt", &d_adopt, &fresh, Some(remote(0, 1)), Some(detail_matching()), "Adopt"),
-            ("exists, adopt-or-create", &d_adopt_or_create, &fresh, Some(remote(0, 1)), Some(detail_matching()), "Adopt"),
-            ("crashed create resumes even with Refuse", &d, &crashed, Some(remote(11, 11)), Some(detail_matching()), "Adopt:resumed"),
-            ("older remote than our create request is not ours", &d, &crashed, Some(remote(1, 1)), Some(detail_matching()), "Conflict:AlreadyExists"),
-            ("owned, unchanged", &d, &owned(0, 1), Some(remote(0, 1)), None, "Nothing"),
-            ("owned, secret rotated", &d_rotated, &owned(0, 1), Some(remote(0, 1)), None, "Update:configuration.DingTalkClientSecret"),
-            ("owned, out-of-band config change", &d, &owned(0, 1), Some(remote(0, 9)), Some(drifted.clone()), "Update:configuration.DingTalkTemplateId"),
-            ("owned, out-of-band role change", &d, &owned(0, 1), Some(role_changed), Some(detail_matching()), "Update:ramRole"),
-            ("owned, touched but equal", &d, &owned(0, 1), Some(remote(0, 9)), Some(detail_matching()), "Nothing"),
-            ("deleted and recreated out of band", &d, &owned(0, 1), Some(remote(5, 5)), Some(detail_matching()), "Conflict:RemoteReplaced"),
-            ("observe only never writes", &d_observe, &owned(0, 1), Some(remote(0, 9)), Some(drifted), "Nothing"),
+        let own = owned(0, 1);
+        let cases: Vec<(
+            &str,
+            &Desired,
+            &Recorded,
+            Option<RemoteSummary>,
+            Option<RemoteDetail>,
+            &str,
+        )> = vec![
+            (
+                "absent, new object -> create",
+                &d,
+                &fresh,
+                None,
+                None,
+                "Create",
+            ),
+            (
+                "absent, AdoptOrCreate -> create",
+                &d_adopt_or_create,
+                &fresh,
+                None,
+                None,
+                "Create",
+            ),
+            (
+                "absent, Adopt never creates",
+                &d_adopt,
+                &fresh,
+                None,
+                None,
+                "Conflict:AdoptionTargetNotFound",
+            ),
+            (
+                "absent after we created -> recreate",
+                &d,
+                &own,
+                None,
+                None,
+                "Recreate",
+            ),
+            (
+                "absent after we created, stall policy",
+                &d_stall,
+                &own,
+                None,
+                None,
+                "Conflict:RemoteDeleted",
+            ),
+            (
+                "absent, observe only",
+                &d_observe,
+                &fresh,
+                None,
+                None,
+                "Conflict:RemoteNotFound",
+            ),
+            (
+                "exists, not ours, refuse",
+                &d,
+                &fresh,
+                Some(remote(0, 1)),
+                Some(detail_matching()),
+                "Conflict:AlreadyExists",
+            ),
+            (
+                "exists, adopt",
+                &d_adopt,
+                &fresh,
+                Some(remote(0, 1)),
+                Some(detail_matching()),
+                "Adopt",
+            ),
+            (
+                "exists, adopt-or-create",
+                &d_adopt_or_create,
+                &fresh,
+                Some(remote(0, 1)),
+                Some(detail_matching()),
+                "Adopt",
+            ),
+            (
+                "crashed create resumes even with Refuse",
+                &d,
+                &crashed,
+                Some(remote(11, 11)),
+                Some(detail_matching()),
+                "Adopt:resumed",
+            ),
+            (
+                "older remote than our create request is not ours",
+                &d,
+                &crashed,
+                Some(remote(1, 1)),
+                Some(detail_matching()),
+                "Conflict:AlreadyExists",
+            ),
+            (
+                "owned, unchanged",
+                &d,
+                &own,
+                Some(remote(0, 1)),
+                None,
+                "Nothing",
+            ),
+            (
+                "owned, secret rotated",
+                &d_rotated,
+                &own,
+                Some(remote(0, 1)),
+                None,
+                "Update:configuration.DingTalkClientSecret",
+            ),
+            (
+                "owned, out-of-band config change",
+                &d,
+                &own,
+                Some(remote(0, 9)),
+                Some(drifted.clone()),
+                "Update:configuration.DingTalkTemplateId",
+            ),
+            (
+                "owned, out-of-band role change",
+                &d,
+                &own,
+                Some(role_changed),
+                Some(detail_matching()),
+                "Update:ramRole",
+            ),
+            (
+                "owned, touched but equal",
+                &d,
+                &own,
+                Some(remote(0, 9)),
+                Some(detail_matching()),
+                "Nothing",
+            ),
+            (
+                "deleted and recreated out of band",
+                &d,
+                &own,
+                Some(remote(5, 5)),
+                Some(detail_matching()),
+                "Conflict:RemoteReplaced",
+            ),
+            (
+                "observe only never writes",
+                &d_observe,
+                &own,
+                Some(remote(0, 9)),
+                Some(drifted),
+                "Nothing",
+            ),
         ];
         for (name, desired, recorded, remote, detail, want) in cases {
             let got = plan(desired, recorded, remote.as_ref(), detail.as_ref());
@@ -397,20 +573,35 @@ mod tests {
     #[test]
     fn drift_is_reported_for_observe_only_and_corrections() {
         let mut detail = detail_matching();
-        detail.configuration.insert("DingTalkClientId".into(), "changed".into());
+        detail
+            .configuration
+            .insert("DingTalkClientId".into(), "changed".into());
         detail.configuration.insert("Unknown".into(), "x".into());
         let decision = plan(&desired(), &owned(0, 1), Some(&remote(0, 2)), Some(&detail));
-        assert_eq!(decision.drift, vec!["configuration.DingTalkClientId", "configuration.Unknown"]);
+        assert_eq!(
+            decision.drift,
+            vec!["configuration.DingTalkClientId", "configuration.Unknown"]
+        );
         assert_eq!(
             decision.plan,
-            Plan::Update { changed: vec!["configuration.DingTalkClientId".into(), "configuration.Unknown".into()] }
+            Plan::Update {
+                changed: vec![
+                    "configuration.DingTalkClientId".into(),
+                    "configuration.Unknown".into()
+                ]
+            }
         );
     }
 
     #[test]
     fn masked_secret_never_counts_as_drift() {
         // Get returns "******": presence matches, so no Update because of masking.
-        let decision = plan(&desired(), &owned(0, 1), Some(&remote(0, 3)), Some(&detail_matching()));
+        let decision = plan(
+            &desired(),
+            &owned(0, 1),
+            Some(&remote(0, 3)),
+            Some(&detail_matching()),
+        );
         assert_eq!(decision.plan, Plan::Nothing);
         assert!(decision.drift.is_empty());
     }
@@ -419,10 +610,18 @@ mod tests {
     fn adopt_always_sends_secrets() {
         let mut d = desired();
         d.adoption = AdoptionPolicy::Adopt;
-        let decision = plan(&d, &Recorded::default(), Some(&remote(0, 1)), Some(&detail_matching()));
+        let decision = plan(
+            &d,
+            &Recorded::default(),
+            Some(&remote(0, 1)),
+            Some(&detail_matching()),
+        );
         assert_eq!(
             decision.plan,
-            Plan::Adopt { changed: vec!["configuration.DingTalkClientSecret".into()], resumed: false }
+            Plan::Adopt {
+                changed: vec!["configuration.DingTalkClientSecret".into()],
+                resumed: false
+            }
         );
     }
 
@@ -430,30 +629,68 @@ mod tests {
     fn detail_needed_only_when_something_changed() {
         let d = desired();
         assert!(!needs_detail(&d, &owned(0, 1), &remote(0, 1), false));
-        assert!(needs_detail(&d, &owned(0, 1), &remote(0, 1), true), "forced");
-        assert!(needs_detail(&d, &owned(0, 1), &remote(0, 2), false), "updated out of band");
+        assert!(
+            needs_detail(&d, &owned(0, 1), &remote(0, 1), true),
+            "forced"
+        );
+        assert!(
+            needs_detail(&d, &owned(0, 1), &remote(0, 2), false),
+            "updated out of band"
+        );
         let mut changed = desired();
         changed.spec_hash = "spec-2".into();
-        assert!(needs_detail(&changed, &owned(0, 1), &remote(0, 1), false), "spec changed");
-        assert!(needs_detail(&d, &Recorded::default(), &remote(0, 1), false), "not owned yet");
+        assert!(
+            needs_detail(&changed, &owned(0, 1), &remote(0, 1), false),
+            "spec changed"
+        );
+        assert!(
+            needs_detail(&d, &Recorded::default(), &remote(0, 1), false),
+            "not owned yet"
+        );
         let mut rotated = desired();
         rotated.secret_hash = "sec-2".into();
-        assert!(!needs_detail(&rotated, &owned(0, 1), &remote(0, 1), false), "rotation needs no Get");
+        assert!(
+            !needs_detail(&rotated, &owned(0, 1), &remote(0, 1), false),
+            "rotation needs no Get"
+        );
     }
 
     #[test]
     fn delete_plans() {
         let o = owned(0, 1);
         let m = ManagementPolicy::Manage;
-        assert_eq!(plan_delete(DeletionPolicy::Delete, m, false, &o), DeletePlan::Delete);
-        assert_eq!(plan_delete(DeletionPolicy::Orphan, m, false, &o), DeletePlan::Orphan);
-        assert_eq!(plan_delete(DeletionPolicy::Delete, m, true, &o), DeletePlan::Orphan);
         assert_eq!(
-            plan_delete(DeletionPolicy::Delete, ManagementPolicy::ObserveOnly, false, &o),
+            plan_delete(DeletionPolicy::Delete, m, false, &o),
+            DeletePlan::Delete
+        );
+        assert_eq!(
+            plan_delete(DeletionPolicy::Orphan, m, false, &o),
             DeletePlan::Orphan
         );
-        assert_eq!(plan_delete(DeletionPolicy::Delete, m, false, &Recorded::default()), DeletePlan::NotOwned);
-        let pending = Recorded { create_requested_at: Some(t(3)), ..Default::default() };
-        assert_eq!(plan_delete(DeletionPolicy::Delete, m, false, &pending), DeletePlan::Delete);
+        assert_eq!(
+            plan_delete(DeletionPolicy::Delete, m, true, &o),
+            DeletePlan::Orphan
+        );
+        assert_eq!(
+            plan_delete(
+                DeletionPolicy::Delete,
+                ManagementPolicy::ObserveOnly,
+                false,
+                &o
+            ),
+            DeletePlan::Orphan
+        );
+        assert_eq!(
+            plan_delete(DeletionPolicy::Delete, m, false, &Recorded::default()),
+            DeletePlan::NotOwned
+        );
+        let pending = Recorded {
+            create_requested_at: Some(t(3)),
+            ..Default::default()
+        };
+        assert_eq!(
+            plan_delete(DeletionPolicy::Delete, m, false, &pending),
+            DeletePlan::Delete
+        );
     }
 }
