@@ -655,11 +655,13 @@ fn name_params(region: &str, name: &str) -> Result<Vec<(String, String)>, OosErr
     ])
 }
 
+type Params = Vec<(String, String)>;
+
 /// Create/Update parameters, plus the secret values to mask in any error message.
 fn write_params(
     region: &str,
     input: &ChatConfigurationInput,
-) -> Result<(Vec<(String, String)>, Vec<String>), OosError> {
+) -> Result<(Params, Vec<String>), OosError> {
     let mut params = name_params(region, &input.name)?;
     params.push(("Type".into(), input.chat_type.as_str().to_owned()));
     if let Some(r) = &input.ram_role {

@@ -400,11 +400,7 @@ impl OidcCredentials {
         let expiration = parse_remote_date(&exp).ok_or_else(|| {
             OosError::credentials(format!("STS Expiration {exp:?} is not a date"))
         })?;
-        // 15 minutes before expiry, or half the lifetime when the session is shorter than 30 min
-        // (otherwise a 900 s session would be refreshed on every call).
-        let lifetime = (expiration - started).to_std().unwrap_or_default();
-        let margin = REFRESH_MARGIN.min(lifetime / 2);
-        let refresh_at = expiration - chrono::Duration::from_std(margin).unwrap_or_default();
+        let refresh_at = refresh_time(started, expiration);
         tracing::info!(%expiration, "obtained STS credentials via AssumeRoleWithOIDC");
         Ok(Cached {
             credentials: Credentials {
@@ -416,6 +412,14 @@ impl OidcCredentials {
             refresh_at,
         })
     }
+}
+
+/// 15 minutes before expiry, or half the lifetime when the session is shorter than 30 min
+/// (otherwise a 900 s session would be refreshed on every call).
+fn refresh_time(obtained: DateTime<Utc>, expiration: DateTime<Utc>) -> DateTime<Utc> {
+    let lifetime = (expiration - obtained).to_std().unwrap_or_default();
+    let margin = REFRESH_MARGIN.min(lifetime / 2);
+    expiration - chrono::Duration::from_std(margin).unwrap_or_default()
 }
 
 async fn read_token(path: &Path) -> Result<SecretString, OosError> {
@@ -640,6 +644,17 @@ mod tests {
             .unwrap()
             .is_none()
         );
+    }
+
+    #[test]
+    fn refresh_margin() {
+        let t = Utc::now();
+        let m = chrono::Duration::minutes;
+        assert_eq!(refresh_time(t, t + m(60)), t + m(45));
+        assert_eq!(refresh_time(t, t + m(31)), t + m(16));
+        assert_eq!(refresh_time(t, t + m(20)), t + m(10));
+        // Already expired: refresh at once.
+        assert!(refresh_time(t, t - m(1)) <= t);
     }
 
     #[test]
