@@ -440,8 +440,10 @@ async fn sync(
     let mut recorded = recorded(status);
     let mut detail = None;
     let mut from_get = false;
-    if let Some(s) = &summary {
-        if plan::needs_detail(&inputs.desired, &recorded, &summary_view(s), forced) {
+    if let Some(s) = &summary
+        && plan::needs_detail(&inputs.desired, &recorded, &summary_view(s), forced)
+    {
+        {
             match oos.get_chat_configuration(&region, &name).await {
                 Ok(full) => {
                     detail = Some(detail_of(&full));
@@ -515,7 +517,6 @@ async fn sync(
     }
 
     let input = observe::remote_input(&name, &inputs);
-    let mut summary = summary;
     match &decision.plan {
         Plan::Create | Plan::Recreate => {
             let requested = Utc::now();

@@ -405,6 +405,7 @@ mod tests {
 
         let fresh = Recorded::default();
         let own = owned(0, 1);
+        #[allow(clippy::type_complexity)]
         let cases: Vec<(
             &str,
             &Desired,
