@@ -101,12 +101,16 @@ cmd_build() {
   echo "$dir"
 }
 
-# A loopback TCP port nobody listens on. Racy by nature; `up` retries if a bind fails.
+# A loopback TCP port no socket uses. Picked below the kernel's ephemeral range so an
+# outgoing connection cannot grab it between this check and the server's bind. Still
+# racy against other tools picking ports; `up` retries on new ports if a bind fails.
 free_port() {
-  local p
+  local lo hi p
+  read -r lo hi </proc/sys/net/ipv4/ip_local_port_range
+  ((lo > 11000)) || lo=61000 hi=65535 # unusual range: use the space above it instead
   for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 40000))
-    if [[ -z "$(ss -Htln "sport = :$p" 2>/dev/null)" ]]; then echo "$p"; return 0; fi
+    if ((lo == 61000)); then p=$((lo + RANDOM % (hi - lo))); else p=$((10000 + RANDOM % (lo - 10000))); fi
+    if [[ -z "$(ss -Htan "sport = :$p" 2>/dev/null)" ]]; then echo "$p"; return 0; fi
   done
   die "no free port found"
 }

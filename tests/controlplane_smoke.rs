@@ -101,6 +101,36 @@ async fn server_reports_pinned_version() {
     assert_eq!((info.major.as_str(), info.minor.as_str()), ("1", "36"));
 }
 
+/// Bearer tokens of every user in a kubeconfig.
+fn kubeconfig_tokens(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).expect("read kubeconfig");
+    let kubeconfig: serde_json::Value = serde_yaml::from_str(&text).expect("parse kubeconfig");
+    let tokens: Vec<String> = kubeconfig["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter_map(|u| u.pointer("/user/token")?.as_str().map(str::to_string))
+        .collect();
+    assert_eq!(tokens.len(), 2, "expected admin and developer tokens");
+    tokens
+}
+
+#[tokio::test]
+async fn support_debug_output_has_no_tokens() {
+    let cp = control_plane();
+    let debug = format!("{cp:?}");
+    for token in kubeconfig_tokens(cp.kubeconfig_path()) {
+        assert!(!debug.contains(&token), "token in Debug output");
+    }
+    // Both identities work, so the tokens checked above are the live ones.
+    cp.client().await.apiserver_version().await.expect("admin");
+    cp.client_as("developer")
+        .await
+        .apiserver_version()
+        .await
+        .expect("developer");
+}
+
 #[tokio::test]
 async fn crd_with_cel_rule_status_subresource_and_watch() {
     let cp = control_plane();
@@ -416,16 +446,22 @@ fn script_up_readyz_down_leaves_nothing() {
     let _down = ScriptDown(&dir);
 
     let out = script(&["up", "--dir"], &dir)
-        .stderr(Stdio::inherit())
         .output()
         .expect("run controlplane.sh up");
-    assert!(out.status.success(), "up failed: {}", out.status);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "up failed: {}\n{stderr}", out.status);
     let stdout = String::from_utf8(out.stdout).unwrap();
     let last = stdout.lines().last().expect("up printed nothing");
     let kubeconfig = last
         .strip_prefix("KUBECONFIG=")
         .unwrap_or_else(|| panic!("last line is not KUBECONFIG=…: {last}"));
     assert!(Path::new(kubeconfig).is_file());
+    for token in kubeconfig_tokens(Path::new(kubeconfig)) {
+        assert!(
+            !stdout.contains(&token) && !stderr.contains(&token),
+            "up printed a bearer token"
+        );
+    }
 
     let pids = [
         read_pid(dir.join("kube-apiserver.pid")),
