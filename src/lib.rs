@@ -1,1 +1,2 @@
 //! Kubernetes operator for Alibaba Cloud OOS chat configurations.
+pub mod emulator;
