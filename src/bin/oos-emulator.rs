@@ -129,7 +129,11 @@ async fn main() -> anyhow::Result<()> {
         .access_keys
         .iter()
         .map(|k| {
-            let kind = if k.security_token.is_some() { "sts, " } else { "" };
+            let kind = if k.security_token.is_some() {
+                "sts, "
+            } else {
+                ""
+            };
             format!("{} ({kind}owner {})", k.id, k.owner)
         })
         .collect();
@@ -142,7 +146,10 @@ async fn main() -> anyhow::Result<()> {
             writeln!(out, "oos-emulator admin on {a}")?;
         }
         if keys.is_empty() {
-            writeln!(out, "oos-emulator access keys: none (only the STS stub can issue keys)")?;
+            writeln!(
+                out,
+                "oos-emulator access keys: none (only the STS stub can issue keys)"
+            )?;
         } else {
             writeln!(out, "oos-emulator access keys: {}", keys.join(", "))?;
         }

@@ -86,7 +86,8 @@ impl Store {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
-                    return Err(e).with_context(|| format!("reading state file {}", path.display()));
+                    return Err(e)
+                        .with_context(|| format!("reading state file {}", path.display()));
                 }
             }
         }
