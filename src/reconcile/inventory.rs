@@ -1,0 +1,93 @@
+//! Per-(credentials, region) inventory of remote chat configurations, refreshed with
+//! ListChatConfigurations (all pages) when older than the caller's resync interval, or on demand.
+//! Reconciles read it instead of calling Get per object, so N objects cost one List per interval.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::oos::client::OosClient;
+use crate::oos::error::OosError;
+use crate::oos::types::ChatConfigurationSummary;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct InventoryKey {
+    /// AccessKeyId of explicit credentials, or `default` for the operator's credential chain.
+    pub credentials: String,
+    pub region: String,
+}
+
+struct Snapshot {
+    fetched_at: Instant,
+    items: HashMap<String, ChatConfigurationSummary>,
+}
+
+#[derive(Default)]
+struct Slot {
+    snapshot: Option<Snapshot>,
+}
+
+/// Shared by every reconcile of the process.
+#[derive(Default, Clone)]
+pub struct Inventory {
+    slots: Arc<Mutex<HashMap<InventoryKey, Arc<tokio::sync::Mutex<Slot>>>>>,
+}
+
+impl Inventory {
+    fn slot(&self, key: &InventoryKey) -> Arc<tokio::sync::Mutex<Slot>> {
+        self.slots
+            .lock()
+            .expect("inventory lock")
+            .entry(key.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// The remote named `name`, from a snapshot younger than `max_age` (refreshing it if not, or
+    /// if `force`). Concurrent callers of one key share a single List (the slot lock).
+    pub async fn lookup(
+        &self,
+        key: &InventoryKey,
+        client: &OosClient,
+        name: &str,
+        max_age: Duration,
+        force: bool,
+    ) -> Result<Option<ChatConfigurationSummary>, OosError> {
+        let slot = self.slot(key);
+        let mut slot = slot.lock().await;
+        let stale = slot
+            .snapshot
+            .as_ref()
+            .is_none_or(|s| s.fetched_at.elapsed() >= max_age);
+        if stale || force {
+            let items = client
+                .list_chat_configurations(&key.region, &[], None)
+                .await?;
+            slot.snapshot = Some(Snapshot {
+                fetched_at: Instant::now(),
+                items: items.into_iter().map(|i| (i.name.clone(), i)).collect(),
+            });
+        }
+        Ok(slot
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.items.get(name).cloned()))
+    }
+
+    /// Records what our own write produced, so the next reconcile needs no List.
+    pub async fn upsert(&self, key: &InventoryKey, item: ChatConfigurationSummary) {
+        let slot = self.slot(key);
+        let mut slot = slot.lock().await;
+        if let Some(s) = slot.snapshot.as_mut() {
+            s.items.insert(item.name.clone(), item);
+        }
+    }
+
+    pub async fn remove(&self, key: &InventoryKey, name: &str) {
+        let slot = self.slot(key);
+        let mut slot = slot.lock().await;
+        if let Some(s) = slot.snapshot.as_mut() {
+            s.items.remove(name);
+        }
+    }
+}

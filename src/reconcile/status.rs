@@ -1,0 +1,197 @@
+//! Status: conditions with kstatus semantics, written with server-side apply only when they
+//! changed semantically (so a no-op resync makes no Kubernetes write).
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+
+use crate::crd::{ChatConfiguration, ChatConfigurationStatus, Condition, condition_types as ct};
+
+pub const FIELD_MANAGER: &str = "oos-chat-operator";
+
+pub fn rfc3339(d: DateTime<Utc>) -> String {
+    d.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+pub fn parse_rfc3339(s: Option<&String>) -> Option<DateTime<Utc>> {
+    s.and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|d| d.with_timezone(&Utc))
+}
+
+/// The health a reconcile ended in; maps onto Ready / Reconciling / Stalled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// In sync.
+    Ready {
+        reason: &'static str,
+        message: String,
+    },
+    /// Work in flight or waiting for something that will come by itself (a retry, a Secret).
+    Progressing {
+        reason: &'static str,
+        message: String,
+    },
+    /// Needs a human: invalid parameters, credentials, conflicts.
+    Stalled {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+fn condition(
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: type_.to_string(),
+        status: if status { "True" } else { "False" }.to_string(),
+        reason: reason.to_string(),
+        message: message.to_string(),
+        last_transition_time: String::new(),
+        observed_generation: generation,
+    }
+}
+
+/// The three kstatus conditions for `health` (plus an optional DryRun condition).
+pub fn conditions(
+    health: &Health,
+    generation: Option<i64>,
+    dry_run: Option<&str>,
+) -> Vec<Condition> {
+    let mut out = match health {
+        Health::Ready { reason, message } => vec![
+            condition(ct::READY, true, reason, message, generation),
+            condition(ct::RECONCILING, false, reason, "", generation),
+            condition(ct::STALLED, false, reason, "", generation),
+        ],
+        Health::Progressing { reason, message } => vec![
+            condition(ct::READY, false, reason, message, generation),
+            condition(ct::RECONCILING, true, reason, message, generation),
+            condition(ct::STALLED, false, reason, "", generation),
+        ],
+        Health::Stalled { reason, message } => vec![
+            condition(ct::READY, false, reason, message, generation),
+            condition(ct::RECONCILING, false, reason, "", generation),
+            condition(ct::STALLED, true, reason, message, generation),
+        ],
+    };
+    if let Some(msg) = dry_run {
+        out.push(condition(
+            ct::DRY_RUN,
+            true,
+            "PlanComputed",
+            msg,
+            generation,
+        ));
+    }
+    out
+}
+
+/// Keeps each condition's `lastTransitionTime` unless its status flipped.
+pub fn carry_transition_times(new: &mut [Condition], old: &[Condition], now: &str) {
+    for c in new.iter_mut() {
+        c.last_transition_time = match old.iter().find(|o| o.type_ == c.type_) {
+            Some(o) if o.status == c.status && !o.last_transition_time.is_empty() => {
+                o.last_transition_time.clone()
+            }
+            _ => now.to_string(),
+        };
+    }
+}
+
+/// Writes `status` unless it equals the current one. Returns whether a write happened.
+pub async fn apply(
+    api: &Api<ChatConfiguration>,
+    obj: &ChatConfiguration,
+    mut status: ChatConfigurationStatus,
+) -> kube::Result<bool> {
+    let old = obj.status.clone().unwrap_or_default();
+    carry_transition_times(
+        &mut status.conditions,
+        &old.conditions,
+        &rfc3339(Utc::now()),
+    );
+    if status == old {
+        return Ok(false);
+    }
+    let patch = serde_json::json!({
+        "apiVersion": "oos.chatops.dev/v1alpha1",
+        "kind": "ChatConfiguration",
+        "status": status,
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_time_kept_unless_status_flips() {
+        let health = Health::Ready {
+            reason: "Synced",
+            message: "ok".into(),
+        };
+        let mut first = conditions(&health, Some(1), None);
+        carry_transition_times(&mut first, &[], "T1");
+        assert!(first.iter().all(|c| c.last_transition_time == "T1"));
+
+        let mut same = conditions(
+            &Health::Ready {
+                reason: "Synced",
+                message: "still ok".into(),
+            },
+            Some(2),
+            None,
+        );
+        carry_transition_times(&mut same, &first, "T2");
+        assert!(same.iter().all(|c| c.last_transition_time == "T1"));
+
+        let mut flipped = conditions(
+            &Health::Stalled {
+                reason: "InvalidCredentials",
+                message: "x".into(),
+            },
+            Some(2),
+            None,
+        );
+        carry_transition_times(&mut flipped, &same, "T3");
+        let t = |ty: &str| {
+            flipped
+                .iter()
+                .find(|c| c.type_ == ty)
+                .unwrap()
+                .last_transition_time
+                .clone()
+        };
+        assert_eq!(t("Ready"), "T3");
+        assert_eq!(t("Stalled"), "T3");
+        assert_eq!(t("Reconciling"), "T1", "Reconciling stayed False");
+    }
+
+    #[test]
+    fn kstatus_shapes() {
+        let c = conditions(
+            &Health::Progressing {
+                reason: "Creating",
+                message: "m".into(),
+            },
+            None,
+            Some("would Create"),
+        );
+        let status = |ty: &str| c.iter().find(|x| x.type_ == ty).map(|x| x.status.clone());
+        assert_eq!(status("Ready").as_deref(), Some("False"));
+        assert_eq!(status("Reconciling").as_deref(), Some("True"));
+        assert_eq!(status("Stalled").as_deref(), Some("False"));
+        assert_eq!(status("DryRun").as_deref(), Some("True"));
+    }
+}
