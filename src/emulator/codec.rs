@@ -1,0 +1,262 @@
+//! Small encoders the emulator needs: form decoding, RFC 3986 encoding, base64, Python-style JSON
+//! and random identifiers. Hand-written to keep the dependency list short.
+
+use rand::Rng;
+use serde_json::Value;
+use std::fmt::Write as _;
+
+/// Decode one form-encoded query component: `+` is a space, `%XX` a byte. An invalid `%` sequence
+/// is kept literally (as Python's `unquote_plus` does).
+pub fn form_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex_val(b[i + 1]), hex_val(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    out
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Split a raw query into decoded (name, value) byte pairs, keeping blank values.
+pub fn parse_form(query: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (form_decode(k), form_decode(v)),
+            None => (form_decode(p), Vec::new()),
+        })
+        .collect()
+}
+
+/// RFC 3986 percent-encoding: unreserved bytes stay, everything else is `%XX` uppercase.
+pub fn rfc3986(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 3);
+    for &c in bytes {
+        if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'~') {
+            s.push(c as char);
+        } else {
+            let _ = write!(s, "%{c:02X}");
+        }
+    }
+    s
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding.
+pub fn b64_encode(data: &[u8]) -> String {
+    let mut s = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let n = chunk.len();
+        let v = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= n {
+                s.push(B64[((v >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+/// Decode standard or URL-safe base64, padded or not. `None` on any invalid character.
+pub fn b64_decode(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim_end_matches('=');
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    // A lone trailing sextet cannot encode a byte.
+    if bits >= 6 {
+        return None;
+    }
+    Some(out)
+}
+
+/// Serialise like Python's `json.dumps(v)` with default arguments: `", "` / `": "` separators and
+/// `ensure_ascii` (A12).
+pub fn python_json(v: &Value) -> String {
+    let mut s = String::new();
+    write_py(&mut s, v);
+    s
+}
+
+fn write_py(s: &mut String, v: &Value) {
+    match v {
+        Value::Null => s.push_str("null"),
+        Value::Bool(b) => s.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => {
+            let _ = write!(s, "{n}");
+        }
+        Value::String(t) => write_py_str(s, t),
+        Value::Array(items) => {
+            s.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    s.push_str(", ");
+                }
+                write_py(s, item);
+            }
+            s.push(']');
+        }
+        Value::Object(map) => {
+            s.push('{');
+            for (i, (k, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    s.push_str(", ");
+                }
+                write_py_str(s, k);
+                s.push_str(": ");
+                write_py(s, item);
+            }
+            s.push('}');
+        }
+    }
+}
+
+fn write_py_str(s: &mut String, t: &str) {
+    s.push('"');
+    for c in t.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            '\n' => s.push_str("\\n"),
+            '\r' => s.push_str("\\r"),
+            '\t' => s.push_str("\\t"),
+            '\u{08}' => s.push_str("\\b"),
+            '\u{0C}' => s.push_str("\\f"),
+            c if (c as u32) < 0x20 || (c as u32) > 0x7E => {
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf) {
+                    let _ = write!(s, "\\u{unit:04x}");
+                }
+            }
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+}
+
+/// Uppercase UUID v4, the form of Alibaba's `RequestId`.
+pub fn request_id() -> String {
+    let mut b: [u8; 16] = rand::rng().random();
+    b[6] = (b[6] & 0x0F) | 0x40;
+    b[8] = (b[8] & 0x3F) | 0x80;
+    let h = hex::encode_upper(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// `n` random ASCII letters and digits.
+pub fn random_alnum(n: usize) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut r = rand::rng();
+    (0..n)
+        .map(|_| A[r.random_range(0..A.len())] as char)
+        .collect()
+}
+
+/// `n` random bytes as lowercase hex.
+pub fn random_hex(n: usize) -> String {
+    let mut r = rand::rng();
+    let bytes: Vec<u8> = (0..n).map(|_| r.random()).collect();
+    hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn form_decoding_treats_plus_as_space_and_keeps_bad_escapes() {
+        assert_eq!(form_decode("ding+abc%2A~%2F%2B"), b"ding abc*~/+");
+        assert_eq!(form_decode("%E4%B8%AD"), "中".as_bytes());
+        assert_eq!(form_decode("100%"), b"100%");
+        assert_eq!(form_decode("%4"), b"%4");
+        assert_eq!(form_decode("%zz1"), b"%zz1");
+        assert_eq!(form_decode("a%41"), b"aA");
+    }
+
+    #[test]
+    fn rfc3986_examples_from_reference() {
+        assert_eq!(rfc3986(b"ding abc*~/+"), "ding%20abc%2A~%2F%2B");
+        assert_eq!(rfc3986("中=:\"{".as_bytes()), "%E4%B8%AD%3D%3A%22%7B");
+    }
+
+    #[test]
+    fn base64_round_trips_and_rejects_garbage() {
+        for data in [&b""[..], b"f", b"fo", b"foo", b"foob", b"\xfb\xff\xbfv1:x"] {
+            assert_eq!(b64_decode(&b64_encode(data)).unwrap(), data);
+        }
+        assert_eq!(b64_encode(b"foob"), "Zm9vYg==");
+        assert_eq!(b64_encode(&[0xFB, 0xFF, 0xBF]), "+/+/");
+        assert!(b64_decode("a b").is_none());
+        assert!(b64_decode("Z").is_none());
+    }
+
+    #[test]
+    fn python_json_matches_json_dumps() {
+        // Expected strings were produced with CPython 3.11 json.dumps.
+        let v = json!({"b": [1, true, null], "a": "x\"\\\n中😀", "c": {}});
+        assert_eq!(
+            python_json(&v),
+            r#"{"a": "x\"\\\n\u4e2d\ud83d\ude00", "b": [1, true, null], "c": {}}"#
+        );
+    }
+
+    #[test]
+    fn request_id_is_uppercase_uuid() {
+        let id = request_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(id, id.to_uppercase());
+        assert_eq!(id.matches('-').count(), 4);
+        assert_ne!(id, request_id());
+    }
+}
