@@ -76,6 +76,10 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
     failures: Mutex<HashMap<ObjectRef<ChatConfiguration>, u32>>,
+    /// The status this process last wrote, by object UID. The reflector may hand a reconcile an
+    /// object that predates our own latest status write; the operator is the only status
+    /// writer, so this copy is authoritative and keeps a stale read from re-planning a Create.
+    written: Mutex<HashMap<String, ChatConfigurationStatus>>,
 }
 
 impl Context {
@@ -98,7 +102,39 @@ impl Context {
             secret_index: index::SecretIndex::default(),
             metrics,
             failures: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The current status: our last write for this object, else what the object carries.
+    fn current_status(&self, obj: &ChatConfiguration) -> ChatConfigurationStatus {
+        let written = obj
+            .metadata
+            .uid
+            .as_ref()
+            .and_then(|uid| self.written.lock().expect("written lock").get(uid).cloned());
+        written.or_else(|| obj.status.clone()).unwrap_or_default()
+    }
+
+    /// Writes `status` if it differs from the current one; remembers what was written.
+    async fn write_status(
+        &self,
+        api: &Api<ChatConfiguration>,
+        obj: &ChatConfiguration,
+        status: ChatConfigurationStatus,
+    ) -> kube::Result<bool> {
+        let current = self.current_status(obj);
+        let Some(written) = status::apply(api, obj, &current, status).await? else {
+            return Ok(false);
+        };
+        self.metrics.status_writes.inc();
+        if let Some(uid) = &obj.metadata.uid {
+            self.written
+                .lock()
+                .expect("written lock")
+                .insert(uid.clone(), written);
+        }
+        Ok(true)
     }
 
     async fn event(&self, obj: &ChatConfiguration, type_: EventType, reason: &str, note: String) {
@@ -324,7 +360,7 @@ async fn apply(
         return Ok(Action::await_change());
     }
 
-    let mut status = obj.status.clone().unwrap_or_default();
+    let mut status = ctx.current_status(&obj);
     status.observed_generation = obj.metadata.generation;
     let requested_at = obj
         .annotation(annotations::FLUX_REQUESTED_AT)
@@ -366,13 +402,11 @@ async fn apply(
         }
     };
     status.conditions = status::conditions(&health, obj.metadata.generation, dry_run.as_deref());
-    let wrote = status::apply(api, &obj, status).await?;
-    if wrote {
-        ctx.metrics.status_writes.inc();
-        if let Some(e) = &err {
-            ctx.event(&obj, EventType::Warning, e.reason(), e.to_string())
-                .await;
-        }
+    let wrote = ctx.write_status(api, &obj, status).await?;
+    // One event per change of state, not per retry.
+    if let (true, Some(e)) = (wrote, &err) {
+        ctx.event(&obj, EventType::Warning, e.reason(), e.to_string())
+            .await;
     }
     match (action, err) {
         (_, Some(e)) => Err(e),
@@ -529,9 +563,7 @@ async fn sync(
                 obj.metadata.generation,
                 None,
             );
-            if status::apply(api, obj, status.clone()).await? {
-                ctx.metrics.status_writes.inc();
-            }
+            ctx.write_status(api, obj, status.clone()).await?;
             recorded.create_requested_at = Some(requested);
             let created = match oos.create_chat_configuration(&region, &input).await {
                 Ok(_) => {
@@ -599,6 +631,8 @@ async fn sync(
         }
         Plan::Update { changed } | Plan::Adopt { changed, .. } => {
             let adopting = matches!(decision.plan, Plan::Adopt { .. });
+            // A configuration made by this object's own interrupted Create stays "Created".
+            let resumed = matches!(decision.plan, Plan::Adopt { resumed: true, .. });
             if !changed.is_empty() {
                 match oos.update_chat_configuration(&region, &input).await {
                     Ok(stamp) => {
@@ -623,7 +657,9 @@ async fn sync(
                     Err(e) => return Err(e.into()),
                 }
             }
-            let (reason, what) = if adopting {
+            let (reason, what) = if resumed {
+                ("CreateResumed", "resumed the interrupted creation of")
+            } else if adopting {
                 ("Adopted", "took over")
             } else {
                 ("Updated", "updated")
@@ -641,7 +677,7 @@ async fn sync(
             )
             .await;
             if adopting {
-                status.ownership = Some("Adopted".into());
+                status.ownership = Some(if resumed { "Created" } else { "Adopted" }.into());
                 status.create_requested_at = None;
             }
             record_applied(status, &inputs, summary.as_ref());
@@ -835,7 +871,7 @@ async fn effective_deletion_policy(
 async fn cleanup(obj: Arc<ChatConfiguration>, ctx: &Context) -> Result<Action> {
     let key = ObjectRef::from_obj(obj.as_ref());
     let name = obj.remote_name();
-    let status = obj.status.clone().unwrap_or_default();
+    let status = ctx.current_status(&obj);
     let recorded = recorded(&status);
     let force_orphan = obj.annotation_is_true(annotations::FORCE_ORPHAN);
     let policy = if force_orphan {
@@ -907,6 +943,9 @@ async fn cleanup(obj: Arc<ChatConfiguration>, ctx: &Context) -> Result<Action> {
     }
     ctx.secret_index.remove(&key);
     ctx.failures.lock().expect("failures lock").remove(&key);
+    if let Some(uid) = &obj.metadata.uid {
+        ctx.written.lock().expect("written lock").remove(uid);
+    }
     Ok(Action::await_change())
 }
 

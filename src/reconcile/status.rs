@@ -102,20 +102,20 @@ pub fn carry_transition_times(new: &mut [Condition], old: &[Condition], now: &st
     }
 }
 
-/// Writes `status` unless it equals the current one. Returns whether a write happened.
+/// Writes `status` unless it equals `current`. Returns what was written, if anything.
 pub async fn apply(
     api: &Api<ChatConfiguration>,
     obj: &ChatConfiguration,
+    current: &ChatConfigurationStatus,
     mut status: ChatConfigurationStatus,
-) -> kube::Result<bool> {
-    let old = obj.status.clone().unwrap_or_default();
+) -> kube::Result<Option<ChatConfigurationStatus>> {
     carry_transition_times(
         &mut status.conditions,
-        &old.conditions,
+        &current.conditions,
         &rfc3339(Utc::now()),
     );
-    if status == old {
-        return Ok(false);
+    if &status == current {
+        return Ok(None);
     }
     let patch = serde_json::json!({
         "apiVersion": "oos.chatops.dev/v1alpha1",
@@ -128,7 +128,7 @@ pub async fn apply(
         &Patch::Apply(&patch),
     )
     .await?;
-    Ok(true)
+    Ok(Some(status))
 }
 
 #[cfg(test)]
