@@ -6,13 +6,27 @@ SHELL := /bin/bash
 CONTROLPLANE := hack/controlplane.sh
 CONTROLPLANE_DIR ?= /tmp/oos-chat-controlplane
 
-.PHONY: controlplane test up down status
+.PHONY: controlplane test conformance lint demo up down status
 
 controlplane:
 	$(CONTROLPLANE) build
 
+# The whole suite: unit + integration tests (real kube-apiserver + etcd, in-process emulator),
+# then the official Python SDK against the emulator. Builds/installs whatever is missing.
 test: controlplane
-	cargo test --all-targets
+	cargo test --lib --bins --tests
+	hack/conformance.sh
+
+conformance:
+	hack/conformance.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+# Runs the operator for real on a local control plane + the emulator (Ctrl-C stops it).
+demo:
+	hack/demo.sh
 
 up:
 	$(CONTROLPLANE) up --dir $(CONTROLPLANE_DIR)
