@@ -12,6 +12,8 @@ export ALIBABA_CLOUD_ACCESS_KEY_ID=demo-access-key
 export ALIBABA_CLOUD_ACCESS_KEY_SECRET=demo-access-key-secret
 
 cargo build --bin oos-chat-operator --bin oos-emulator
+# A fresh demo each run: the remote state would otherwise outlive the throwaway cluster.
+mkdir -p "$DEMO_DIR" && rm -f "$DEMO_DIR/emulator-state.json"
 kubeconfig_line=$(hack/controlplane.sh up --dir "$DEMO_DIR/controlplane" | tail -n 1)
 export "${kubeconfig_line?}"
 echo "control plane up: $kubeconfig_line"
