@@ -335,6 +335,26 @@ fn detail_of(full: &RemoteChatConfiguration) -> RemoteDetail {
     }
 }
 
+/// The OOS client for `obj` (its `credentialsRef`, else the operator's chain) and the
+/// credentials identity that keys the inventory.
+async fn oos_client_for(
+    obj: &ChatConfiguration,
+    ctx: &Context,
+    secrets: &mut observe::SecretReader,
+) -> Result<(OosClient, String)> {
+    let Some(r) = &obj.spec.credentials_ref else {
+        return Ok((ctx.oos.clone(), "default".to_string()));
+    };
+    let creds = secrets.credentials(&r.name).await?;
+    let id = creds.access_key_id.clone();
+    let provider = StaticCredentials::new(
+        creds.access_key_id,
+        creds.access_key_secret,
+        creds.security_token,
+    );
+    Ok((ctx.oos.with_credentials(Arc::new(provider)), id))
+}
+
 /// How a successful sync ended.
 struct Outcome {
     health: Health,
@@ -447,21 +467,7 @@ async fn sync(
         ctx.settings.on_remote_deleted,
     )
     .await?;
-    let (oos, credentials_id) = match &obj.spec.credentials_ref {
-        Some(r) => {
-            let creds = secrets.credentials(&r.name).await?;
-            let id = creds.access_key_id.clone();
-            (
-                ctx.oos.with_credentials(Arc::new(StaticCredentials::new(
-                    creds.access_key_id,
-                    creds.access_key_secret,
-                    creds.security_token,
-                ))),
-                id,
-            )
-        }
-        None => (ctx.oos.clone(), "default".to_string()),
-    };
+    let (oos, credentials_id) = oos_client_for(obj, ctx, &mut secrets).await?;
     let key = InventoryKey {
         credentials: credentials_id,
         region: region.clone(),
@@ -899,25 +905,9 @@ async fn cleanup(obj: Arc<ChatConfiguration>, ctx: &Context) -> Result<Action> {
                 .or_else(|| ctx.settings.default_region.clone())
                 .ok_or_else(|| Error::InvalidSpec("no region to delete from".into()))?;
             // Deletion needs only credentials, never the chat platform's ClientSecret.
-            let (oos, credentials_id) = match &obj.spec.credentials_ref {
-                Some(r) => {
-                    let mut secrets = observe::SecretReader::new(
-                        ctx.kube.clone(),
-                        &obj.namespace().unwrap_or_default(),
-                    );
-                    let creds = secrets.credentials(&r.name).await?;
-                    let id = creds.access_key_id.clone();
-                    (
-                        ctx.oos.with_credentials(Arc::new(StaticCredentials::new(
-                            creds.access_key_id,
-                            creds.access_key_secret,
-                            creds.security_token,
-                        ))),
-                        id,
-                    )
-                }
-                None => (ctx.oos.clone(), "default".to_string()),
-            };
+            let mut secrets =
+                observe::SecretReader::new(ctx.kube.clone(), &obj.namespace().unwrap_or_default());
+            let (oos, credentials_id) = oos_client_for(&obj, ctx, &mut secrets).await?;
             match oos.delete_chat_configuration(&region, &name).await {
                 Ok(()) => ctx.metrics.remote_write("DeleteChatConfiguration"),
                 Err(e) if e.is_not_found() => {}
