@@ -362,6 +362,20 @@ struct Outcome {
     requeue: Option<Duration>,
 }
 
+impl Outcome {
+    /// A conflict that needs a human: Stalled, no requeue.
+    fn stalled(reason: &'static str, message: &str) -> Self {
+        Outcome {
+            health: Health::Stalled {
+                reason,
+                message: message.to_string(),
+            },
+            dry_run: None,
+            requeue: None,
+        }
+    }
+}
+
 async fn apply(
     obj: Arc<ChatConfiguration>,
     ctx: &Context,
@@ -603,14 +617,7 @@ async fn sync(
                 if let Plan::Conflict { reason, message } = &re.plan {
                     ctx.event(obj, EventType::Warning, reason, message.clone())
                         .await;
-                    return Ok(Outcome {
-                        health: Health::Stalled {
-                            reason,
-                            message: message.clone(),
-                        },
-                        dry_run: None,
-                        requeue: None,
-                    });
+                    return Ok(Outcome::stalled(reason, message));
                 }
                 let stamp = oos.update_chat_configuration(&region, &input).await?;
                 ctx.metrics.remote_write("UpdateChatConfiguration");
@@ -702,14 +709,7 @@ async fn sync(
                 ctx.event(obj, EventType::Warning, reason, message.clone())
                     .await;
             }
-            return Ok(Outcome {
-                health: Health::Stalled {
-                    reason,
-                    message: message.clone(),
-                },
-                dry_run: None,
-                requeue: None,
-            });
+            return Ok(Outcome::stalled(reason, message));
         }
         Plan::Nothing => {
             if inputs.desired.management == ManagementPolicy::ObserveOnly {
