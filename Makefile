@@ -14,7 +14,7 @@ controlplane:
 # The whole suite: unit + integration tests (real kube-apiserver + etcd, in-process emulator),
 # then the official Python SDK against the emulator. Builds/installs whatever is missing.
 test: controlplane
-	cargo test --lib --bins --tests
+	cargo test --workspace
 	hack/conformance.sh
 
 conformance:
@@ -22,7 +22,7 @@ conformance:
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 
 # Runs the operator for real on a local control plane + the emulator (Ctrl-C stops it).
 demo:

@@ -20,7 +20,7 @@ if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$WANT" ]]; then
 fi
 
 cd "$ROOT"
-cargo build --bin oos-emulator
+cargo build -p oos-emulator --bin oos-emulator
 export OOS_EMULATOR_BIN="$ROOT/target/debug/oos-emulator"
 
 set +e

@@ -11,7 +11,7 @@ EMULATOR_ADMIN=${EMULATOR_ADMIN:-127.0.0.1:18444}
 export ALIBABA_CLOUD_ACCESS_KEY_ID=demo-access-key
 export ALIBABA_CLOUD_ACCESS_KEY_SECRET=demo-access-key-secret
 
-cargo build --bin oos-chat-operator --bin oos-emulator
+cargo build --bin oos-chat-operator && cargo build -p oos-emulator --bin oos-emulator
 # A fresh demo each run: the remote state would otherwise outlive the throwaway cluster.
 mkdir -p "$DEMO_DIR" && rm -f "$DEMO_DIR/emulator-state.json"
 kubeconfig_line=$(hack/controlplane.sh up --dir "$DEMO_DIR/controlplane" | tail -n 1)

@@ -1,16 +1,15 @@
 //! Kubernetes operator for Alibaba Cloud OOS chat configurations.
 //!
 //! - [`crd`]: the `ChatConfiguration` custom resource types (no I/O).
-//! - [`oos`]: the OOS client (pure V3 signer, typed actions, credentials, retries).
 //! - [`reconcile`]: the controller: observe → plan (pure) → act → status.
 //! - [`operator`]: flags and wiring of the operator's default command.
-//! - [`emulator`]: a local OOS chat-configuration service with Alibaba's gateway checks.
+//!
+//! The OOS client is the `oos-client` crate (no Kubernetes in it); the emulator used by the
+//! tests is `oos-emulator` (depends on neither, so it stays an independent referee).
 
 pub mod cli;
 pub mod crd;
-pub mod emulator;
+pub mod http;
 pub mod metrics;
-pub mod oos;
 pub mod operator;
 pub mod reconcile;
-pub mod secret;

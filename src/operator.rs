@@ -11,12 +11,12 @@ use tracing::{info, warn};
 
 use crate::crd::DeletionPolicy;
 use crate::metrics::Metrics;
-use crate::oos::client::{ClientConfig, Endpoint, OosClient};
-use crate::oos::credentials::{CredentialProvider, Credentials, default_chain};
-use crate::oos::error::OosError;
-use crate::oos::ratelimit::TokenBucket;
 use crate::reconcile::plan::RemoteDeletedPolicy;
 use crate::reconcile::{self, Context, Settings};
+use oos_client::client::{ClientConfig, Endpoint, OosClient};
+use oos_client::credentials::{CredentialProvider, Credentials, default_chain};
+use oos_client::error::OosError;
+use oos_client::ratelimit::TokenBucket;
 
 /// Flags of the controller (stable: used by people and scripts).
 #[derive(clap::Args, Debug, Clone)]
@@ -144,24 +144,16 @@ pub fn settings(args: &RunArgs) -> anyhow::Result<Settings> {
     })
 }
 
-async fn serve_metrics(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
-    use axum::routing::get;
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let m = metrics.clone();
-                async move { m.encode() }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }));
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding --metrics-addr {addr}"))?;
-    info!(%addr, "serving metrics");
-    axum::serve(listener, app).await?;
-    Ok(())
+fn metrics_handler(metrics: Arc<Metrics>) -> crate::http::Handler {
+    Arc::new(move |path| match path {
+        "/metrics" => Some((
+            hyper::StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.encode(),
+        )),
+        "/healthz" | "/readyz" => Some((hyper::StatusCode::OK, "text/plain", "ok\n".into())),
+        _ => None,
+    })
 }
 
 async fn shutdown_signal() {
@@ -184,7 +176,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("connecting to Kubernetes (KUBECONFIG or in-cluster)")?;
     let oos = oos_client(&args, metrics.clone())?;
     let ctx = Context::new(kube, oos, settings(&args)?, metrics.clone());
-    let metrics_server = tokio::spawn(serve_metrics(args.metrics_addr, metrics));
+    let metrics_server = tokio::spawn(crate::http::serve(
+        args.metrics_addr,
+        metrics_handler(metrics),
+    ));
     info!(namespaces = ?args.namespaces, "starting ChatConfiguration controller");
     reconcile::run(
         ctx,

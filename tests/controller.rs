@@ -13,13 +13,13 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use oos_chat_operator::crd::{ChatConfiguration, crd_yaml};
-use oos_chat_operator::emulator::{self, AccessKey, EmulatorConfig, RunningEmulator};
 use oos_chat_operator::metrics::Metrics;
-use oos_chat_operator::oos::client::{ClientConfig, Endpoint, OosClient, RetryPolicy};
-use oos_chat_operator::oos::credentials::StaticCredentials;
-use oos_chat_operator::oos::ratelimit::TokenBucket;
-use oos_chat_operator::oos::types::{ChatConfigurationInput, ChatSettings, ChatType};
 use oos_chat_operator::reconcile::{self, Context, Settings};
+use oos_client::client::{ClientConfig, Endpoint, OosClient, RetryPolicy};
+use oos_client::credentials::StaticCredentials;
+use oos_client::ratelimit::TokenBucket;
+use oos_client::types::{ChatConfigurationInput, ChatSettings, ChatType};
+use oos_emulator::{self as emulator, AccessKey, EmulatorConfig, RunningEmulator};
 use serde_json::json;
 use support::control_plane;
 

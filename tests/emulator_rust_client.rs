@@ -2,13 +2,13 @@
 //! Python SDK suite, plus retries and the OIDC exchange. Tests that rely on an unpublished choice
 //! cite docs/emulator.md "Assumptions" (A…).
 
-use oos_chat_operator::emulator::{self, AccessKey, EmulatorConfig, FaultRule, RunningEmulator};
-use oos_chat_operator::oos::client::{ClientConfig, Endpoint, OosClient, RetryPolicy};
-use oos_chat_operator::oos::{
+use oos_client::client::{ClientConfig, Endpoint, OosClient, RetryPolicy};
+use oos_client::secret::SecretString;
+use oos_client::{
     ChatConfigurationInput, ChatSettings, ChatType, CredentialProvider, Filter, OidcConfig,
     OidcCredentials, OosError, StaticCredentials, TokenBucket,
 };
-use oos_chat_operator::secret::SecretString;
+use oos_emulator::{self as emulator, AccessKey, EmulatorConfig, FaultRule, RunningEmulator};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;

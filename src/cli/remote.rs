@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
-use crate::oos::{
+use oos_client::{
     ChatConfiguration, ChatConfigurationSummary, ClientConfig, Endpoint, Filter, OosClient,
     Outputs, RemoteDate, TokenBucket, default_chain,
 };
@@ -235,8 +235,8 @@ pub fn render_get(item: &ChatConfiguration, format: OutputFormat) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oos::{ChatSettings, ChatType, parse_remote_date};
     use clap::Parser;
+    use oos_client::{ChatSettings, ChatType, parse_remote_date};
 
     #[derive(Parser, Debug)]
     struct TestCli {

@@ -1,7 +1,7 @@
 //! Reconcile errors, each classed retryable (back off and try again) or terminal (Stalled; wait
 //! for a change to the object or its Secrets).
 
-use crate::oos::error::OosError;
+use oos_client::error::OosError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

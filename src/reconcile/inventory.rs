@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::oos::client::OosClient;
-use crate::oos::error::OosError;
-use crate::oos::types::ChatConfigurationSummary;
+use oos_client::client::OosClient;
+use oos_client::error::OosError;
+use oos_client::types::ChatConfigurationSummary;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct InventoryKey {

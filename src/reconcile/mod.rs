@@ -31,11 +31,11 @@ use crate::crd::{
     annotations,
 };
 use crate::metrics::Metrics;
-use crate::oos::client::OosClient;
-use crate::oos::credentials::StaticCredentials;
-use crate::oos::types::{ChatConfiguration as RemoteChatConfiguration, ChatConfigurationSummary};
 use error::{Error, Result};
 use inventory::{Inventory, InventoryKey};
+use oos_client::client::OosClient;
+use oos_client::credentials::StaticCredentials;
+use oos_client::types::{ChatConfiguration as RemoteChatConfiguration, ChatConfigurationSummary};
 use plan::{DeletePlan, Plan, Recorded, RemoteDeletedPolicy, RemoteDetail, RemoteSummary};
 use status::{Health, rfc3339};
 

@@ -11,9 +11,9 @@ use sha2::{Digest, Sha256};
 use super::error::{Error, Result};
 use super::plan::{Desired, RemoteDeletedPolicy};
 use crate::crd::{ChatConfiguration, SecretKeyRef};
-use crate::oos::credentials::Credentials;
-use crate::oos::types::{ChatConfigurationInput, ChatSettings, ChatType};
-use crate::secret::SecretString;
+use oos_client::credentials::Credentials;
+use oos_client::secret::SecretString;
+use oos_client::types::{ChatConfigurationInput, ChatSettings, ChatType};
 
 /// Everything read for one reconcile; secret values stay in `SecretString`s.
 pub struct Inputs {

@@ -1,9 +1,9 @@
 //! Raw-request tests of the emulator gateway, with the emulator's own test signer and reqwest.
 //! Tests that rely on an unpublished choice cite docs/emulator.md "Assumptions" (A1…).
 
-use oos_chat_operator::emulator::testsign::TestRequest;
-use oos_chat_operator::emulator::{
-    self, AccessKey, EmulatorConfig, FaultConfig, FaultRule, RunningEmulator,
+use oos_emulator::testsign::TestRequest;
+use oos_emulator::{
+    self as emulator, AccessKey, EmulatorConfig, FaultConfig, FaultRule, RunningEmulator,
 };
 use serde_json::Value;
 use std::time::{Duration, Instant};

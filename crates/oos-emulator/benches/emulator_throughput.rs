@@ -2,8 +2,8 @@
 //! requests (50 % Get, 25 % List, 25 % Update). Run: `cargo bench --bench emulator_throughput`.
 //! Optional: `EMU_BENCH_REQUESTS`, `EMU_BENCH_CONCURRENCY`.
 
-use oos_chat_operator::emulator::testsign::TestRequest;
-use oos_chat_operator::emulator::{self, AccessKey, EmulatorConfig};
+use oos_emulator::testsign::TestRequest;
+use oos_emulator::{self as emulator, AccessKey, EmulatorConfig};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};

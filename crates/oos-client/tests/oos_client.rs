@@ -15,8 +15,8 @@ use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use oos_chat_operator::oos::*;
-use oos_chat_operator::secret::SecretString;
+use oos_client::secret::SecretString;
+use oos_client::*;
 
 const AK: &str = "testAccessKeyId";
 const SK: &str = "testAccessKeySecret-Do-Not-Leak";

@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use oos_chat_operator::emulator::{self, AccessKey, EmulatorConfig, FaultConfig};
+use oos_emulator::{self as emulator, AccessKey, EmulatorConfig, FaultConfig};
 use serde::Deserialize;
 use std::io::Write as _;
 use std::net::SocketAddr;

@@ -715,7 +715,7 @@ fn input_matches(input: &ChatConfigurationInput, remote: &ChatConfiguration) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oos::credentials::StaticCredentials;
+    use crate::credentials::StaticCredentials;
     use chrono::TimeZone;
 
     fn client(endpoint: Endpoint) -> OosClient {

@@ -8,6 +8,7 @@ pub mod client;
 pub mod credentials;
 pub mod error;
 pub mod ratelimit;
+pub mod secret;
 pub mod signer;
 pub mod types;
 
