@@ -15,6 +15,10 @@ pub const GROUP: &str = "oos.chatops.dev";
 /// Finalizer guarding the remote configuration.
 pub const FINALIZER: &str = "oos.chatops.dev/remote-cleanup";
 
+/// Marks a Secret value that a human still has to fill in (written by `remote export`). A value
+/// containing it is never sent to OOS: the object reports `SecretPlaceholder` instead.
+pub const SECRET_PLACEHOLDER_MARKER: &str = "oos-chat-operator-placeholder";
+
 /// Annotations understood by the controller.
 pub mod annotations {
     /// `Delete` | `Orphan` on a Namespace: default deletion policy for objects in it.

@@ -18,6 +18,16 @@ pub enum Error {
         name: String,
         problem: String,
     },
+    /// A referenced Secret key still holds the placeholder `remote export` wrote: terminal until
+    /// the Secret changes (its watch wakes the object).
+    #[error(
+        "Secret {namespace}/{name} key {key:?} still holds the export placeholder; put the real value in it"
+    )]
+    SecretPlaceholder {
+        namespace: String,
+        name: String,
+        key: String,
+    },
     /// The spec cannot be turned into a request (should have been caught at admission): terminal.
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
@@ -32,7 +42,9 @@ impl Error {
         match self {
             Error::Kube(_) => true,
             Error::Oos(e) => e.is_retryable(),
-            Error::SecretMissing { .. } | Error::InvalidSpec(_) => false,
+            Error::SecretMissing { .. }
+            | Error::SecretPlaceholder { .. }
+            | Error::InvalidSpec(_) => false,
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_retryable(),
@@ -69,6 +81,7 @@ impl Error {
                 _ => "RemoteError",
             },
             Error::SecretMissing { .. } => "SecretNotFound",
+            Error::SecretPlaceholder { .. } => "SecretPlaceholder",
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)

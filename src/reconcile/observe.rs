@@ -69,6 +69,13 @@ impl SecretReader {
         if trimmed.is_empty() {
             return Err(missing(format!("key {key:?} is empty")));
         }
+        if trimmed.contains(crate::crd::SECRET_PLACEHOLDER_MARKER) {
+            return Err(Error::SecretPlaceholder {
+                namespace,
+                name: name.to_string(),
+                key: key.to_string(),
+            });
+        }
         Ok(SecretString::new(trimmed))
     }
 
