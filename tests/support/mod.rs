@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 mod controlplane;
+pub mod harness;
 
 // Not every test binary names every item.
 #[allow(unused_imports)]
