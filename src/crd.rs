@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 /// API group owned by this project.
 pub const GROUP: &str = "oos.chatops.dev";
+/// Name of the CustomResourceDefinition.
+pub const CRD_NAME: &str = "chatconfigurations.oos.chatops.dev";
 /// Finalizer guarding the remote configuration.
 pub const FINALIZER: &str = "oos.chatops.dev/remote-cleanup";
 
@@ -71,6 +73,8 @@ pub mod condition_types {
     validation = Rule::new("self.type != 'WeChat' || !has(self.dingTalk)").message("spec.dingTalk must not be set when spec.type is WeChat").field_path(".dingTalk"),
     validation = Rule::new("self.type == oldSelf.type").message("spec.type is immutable; create a new ChatConfiguration instead").field_path(".type"),
     validation = Rule::new("(has(self.regionId) ? self.regionId : '') == (has(oldSelf.regionId) ? oldSelf.regionId : '')").message("spec.regionId is immutable").field_path(".regionId"),
+    validation = Rule::new("!has(oldSelf.ramRole) || has(self.ramRole)").message("spec.ramRole cannot be removed once set: OOS keeps the role when an update omits it; set another role instead").field_path(".ramRole"),
+    validation = Rule::new("!has(oldSelf.resourceGroupId) || has(self.resourceGroupId)").message("spec.resourceGroupId cannot be removed once set: OOS keeps the resource group when an update omits it; set another one instead").field_path(".resourceGroupId"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ChatConfigurationSpec {
@@ -93,12 +97,14 @@ pub struct ChatConfigurationSpec {
     #[serde(rename = "type")]
     pub chat_type: ChatPlatform,
 
-    /// RAM role that OOS assumes to run operations, e.g. `OOSServiceRole`.
+    /// RAM role that OOS assumes to run operations, e.g. `OOSServiceRole` (a RAM role name:
+    /// letters, digits, `.` and `-`). Cannot be removed once set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9._-]+$"))]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9.-]+$"))]
     pub ram_role: Option<String>,
 
-    /// Resource group of the remote configuration, e.g. `rg-acfmxsn4m4xxxxx`.
+    /// Resource group of the remote configuration, e.g. `rg-acfmxsn4m4xxxxx`. Cannot be removed
+    /// once set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9-]+$"))]
     pub resource_group_id: Option<String>,
@@ -288,9 +294,18 @@ pub struct ChatConfigurationStatus {
     /// Remote configuration name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_name: Option<String>,
-    /// Region of the remote configuration.
+    /// Region of the remote configuration, fixed at the first remote write: a later change of
+    /// the operator's `--default-region` never moves the object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region_id: Option<String>,
+    /// Whose credentials wrote the remote (an AccessKeyId or `role:<RoleArn>`, never a secret),
+    /// fixed at the first remote write: credentials of another account are reported as
+    /// `AccountChanged` instead of creating a second remote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_id: Option<String>,
+    /// Alibaba Cloud account that holds the remote, when the webhook URL reveals it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
     /// Remote `CreatedDate` (RFC 3339) of the configuration this object owns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_date: Option<String>,
@@ -307,9 +322,17 @@ pub struct ChatConfigurationStatus {
     /// Unset while it only observes or was refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ownership: Option<String>,
-    /// Set just before a Create call; identifies a configuration created by a crashed attempt.
+    /// Set just before a Create call and kept only while its outcome is unknown (timeout, reset,
+    /// 5xx); identifies a configuration created by an interrupted attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_requested_at: Option<String>,
+    /// Hash of the non-secret configuration that pending Create sent: a remote found later is
+    /// resumed as this object's own only if it matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_requested_spec_hash: Option<String>,
+    /// Keyed HMAC of the secrets that pending Create sent (an Update re-sends them if they changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_requested_secret_hash: Option<String>,
     /// Names of remote fields found to differ from the desired state (no values).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drift: Vec<String>,

@@ -1,5 +1,7 @@
 //! Operator binary: runs the controller by default; `remote` queries OOS directly.
 
+use std::io::IsTerminal as _;
+
 use clap::{Parser, Subcommand};
 use oos_chat_operator::cli::remote::{RemoteArgs, run_remote};
 use oos_chat_operator::operator::{RunArgs, run};
@@ -27,7 +29,7 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() {
     let cli = Cli::parse();
     // Logs go to stderr so `remote … -o json` on stdout stays parseable.
     let default_level = if cli.command.is_some() {
@@ -37,8 +39,10 @@ async fn main() -> std::process::ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| default_level.into());
+    // Colour codes only for a person at a terminal, never into files or log collectors.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if cli.log_format == "json" {
         builder.json().init();
@@ -49,12 +53,14 @@ async fn main() -> std::process::ExitCode {
         Some(Command::Remote(args)) => run_remote(args).await,
         None => run(cli.run).await,
     };
+    // Exit now: a task still blocked somewhere (a hung connection) must not hold the process
+    // past the shutdown grace period.
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => std::process::exit(0),
         Err(e) => {
             // `{:#}`: the cause chain on one line, without a backtrace dump.
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::exit(1)
         }
     }
 }

@@ -7,9 +7,15 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::future::BoxFuture;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-use crate::crd::DeletionPolicy;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::{ListParams, ObjectMeta, PostParams};
+
+use crate::crd::{ChatConfiguration, DeletionPolicy};
 use crate::metrics::Metrics;
 use crate::reconcile::plan::RemoteDeletedPolicy;
 use crate::reconcile::{self, Context, Settings};
@@ -52,9 +58,18 @@ pub struct RunArgs {
     /// What to do when a remote configuration this operator created is deleted out of band.
     #[arg(long, default_value = "Recreate", value_parser = ["Recreate", "Stall"])]
     pub on_remote_deleted: String,
-    /// File whose content keys the per-object secret HMACs in status (optional).
+    /// File whose content keys the per-object secret HMACs in status. Without it the key is
+    /// random, generated once and kept in --secret-hash-key-secret.
     #[arg(long, env = "OOS_SECRET_HASH_KEY_FILE")]
     pub secret_hash_key_file: Option<PathBuf>,
+    /// Secret in the operator namespace that keeps the random secret-hash key (created when
+    /// missing; key `key`).
+    #[arg(long, default_value = "oos-chat-operator-secret-hash-key")]
+    pub secret_hash_key_secret: String,
+    /// The operator's own namespace (secret-hash key, leader-election lease). Default: the pod's
+    /// namespace, else the kubeconfig context's.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub operator_namespace: Option<String>,
     /// Address of the /metrics, /healthz and /readyz endpoints.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -120,13 +135,8 @@ pub fn oos_client(args: &RunArgs, metrics: Arc<Metrics>) -> anyhow::Result<OosCl
     OosClient::new(config, credentials).context("building the OOS client")
 }
 
-pub fn settings(args: &RunArgs) -> anyhow::Result<Settings> {
-    let secret_hash_key = match &args.secret_hash_key_file {
-        Some(p) => std::fs::read(p)
-            .with_context(|| format!("reading --secret-hash-key-file {}", p.display()))?,
-        None => Vec::new(),
-    };
-    Ok(Settings {
+pub fn settings(args: &RunArgs, secret_hash_key: Vec<u8>) -> Settings {
+    Settings {
         default_region: args.default_region.clone(),
         default_deletion_policy: if args.default_deletion_policy == "Orphan" {
             DeletionPolicy::Orphan
@@ -141,7 +151,85 @@ pub fn settings(args: &RunArgs) -> anyhow::Result<Settings> {
         },
         secret_hash_key,
         ..Settings::default()
-    })
+    }
+}
+
+/// Data key of the secret-hash key Secret.
+const SECRET_HASH_KEY: &str = "key";
+
+/// The key of the per-object secret HMACs: the `--secret-hash-key-file`, else a random 32-byte
+/// key generated once and kept in a Secret of the operator namespace (created here when
+/// missing; a concurrent creator's key wins). Never derived from anything a reader of the
+/// objects can see.
+pub async fn secret_hash_key(
+    kube: &kube::Client,
+    args: &RunArgs,
+    operator_namespace: &str,
+) -> anyhow::Result<Vec<u8>> {
+    if let Some(p) = &args.secret_hash_key_file {
+        let key = std::fs::read(p)
+            .with_context(|| format!("reading --secret-hash-key-file {}", p.display()))?;
+        anyhow::ensure!(
+            key.len() >= 16,
+            "--secret-hash-key-file {} holds {} bytes; use at least 16 random bytes",
+            p.display(),
+            key.len()
+        );
+        return Ok(key);
+    }
+    let name = &args.secret_hash_key_secret;
+    let api: Api<Secret> = Api::namespaced(kube.clone(), operator_namespace);
+    for _ in 0..3 {
+        if let Some(existing) = api
+            .get_opt(name)
+            .await
+            .with_context(|| format!("reading Secret {operator_namespace}/{name}"))?
+        {
+            let key = existing
+                .data
+                .and_then(|mut d| d.remove(SECRET_HASH_KEY))
+                .map(|b| b.0)
+                .unwrap_or_default();
+            anyhow::ensure!(
+                key.len() >= 16,
+                "Secret {operator_namespace}/{name} has no usable key {SECRET_HASH_KEY:?} (at least 16 bytes); delete it to have a new one generated"
+            );
+            return Ok(key);
+        }
+        let key: [u8; 32] = rand::random();
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(BTreeMap::from([(
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "oos-chat-operator".to_string(),
+                )])),
+                ..Default::default()
+            },
+            type_: Some("Opaque".into()),
+            data: Some(BTreeMap::from([(
+                SECRET_HASH_KEY.to_string(),
+                k8s_openapi::ByteString(key.to_vec()),
+            )])),
+            ..Default::default()
+        };
+        match api.create(&PostParams::default(), &secret).await {
+            Ok(_) => {
+                info!(secret = %format!("{operator_namespace}/{name}"), "generated a new secret-hash key");
+                return Ok(key.to_vec());
+            }
+            // Another replica created it first: use theirs.
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "creating Secret {operator_namespace}/{name} for the secret-hash key (or pass --secret-hash-key-file)"
+                    )
+                });
+            }
+        }
+    }
+    anyhow::bail!("Secret {operator_namespace}/{name} keeps appearing and vanishing")
 }
 
 fn metrics_handler(metrics: Arc<Metrics>) -> crate::http::Handler {
@@ -156,38 +244,102 @@ fn metrics_handler(metrics: Arc<Metrics>) -> crate::http::Handler {
     })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
+/// How long in-flight reconciles may run after SIGTERM/SIGINT: the process always ends within
+/// 10 s of the signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+/// Retry interval while the CRD is missing.
+const CRD_RETRY: Duration = Duration::from_secs(10);
+
+/// Resolves on the first SIGINT or SIGTERM; cheap to clone and await many times.
+#[derive(Clone)]
+pub struct Shutdown(tokio::sync::watch::Receiver<bool>);
+
+impl Shutdown {
+    /// Installs the signal handlers now, so a signal arriving during start-up is not lost.
+    pub fn install() -> anyhow::Result<Self> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        #[cfg(unix)]
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+            .context("installing the SIGTERM handler")?;
+        tokio::spawn(async move {
+            #[cfg(unix)]
+            tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
+            #[cfg(not(unix))]
+            let _ = tokio::signal::ctrl_c().await;
+            let _ = tx.send(true);
+        });
+        Ok(Self(rx))
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    pub async fn signalled(mut self) {
+        let _ = self.0.wait_for(|s| *s).await;
+    }
+}
+
+/// Waits until the ChatConfiguration CRD is served, saying at `error` what to apply; returns
+/// false if a shutdown signal came first.
+async fn wait_for_crd(kube: &kube::Client, namespaces: &[String], shutdown: &Shutdown) -> bool {
+    let api: Api<ChatConfiguration> = match namespaces.first() {
+        Some(ns) => Api::namespaced(kube.clone(), ns),
+        None => Api::all(kube.clone()),
+    };
+    loop {
+        let problem = match api.list_metadata(&ListParams::default().limit(1)).await {
+            Ok(_) => return true,
+            Err(kube::Error::Api(s)) if s.code == 404 => format!(
+                "the ChatConfiguration CRD ({}) is not installed; apply it: kubectl apply --server-side -f crds/ (or kubectl apply -k deploy/)",
+                crate::crd::CRD_NAME
+            ),
+            Err(e) => format!("cannot list ChatConfigurations: {e}"),
+        };
+        error!("{problem}; retrying in {} s", CRD_RETRY.as_secs());
+        tokio::select! {
+            _ = tokio::time::sleep(CRD_RETRY) => {}
+            _ = shutdown.clone().signalled() => return false,
+        }
+    }
 }
 
 /// Runs the controller until SIGINT/SIGTERM.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let shutdown = Shutdown::install()?;
     let metrics = Arc::new(Metrics::default());
     let kube = kube::Client::try_default()
         .await
         .context("connecting to Kubernetes (KUBECONFIG or in-cluster)")?;
+    let operator_namespace = args
+        .operator_namespace
+        .clone()
+        .unwrap_or_else(|| kube.default_namespace().to_string());
     let oos = oos_client(&args, metrics.clone())?;
-    let ctx = Context::new(kube, oos, settings(&args)?, metrics.clone());
     let metrics_server = tokio::spawn(crate::http::serve(
         args.metrics_addr,
-        metrics_handler(metrics),
+        metrics_handler(metrics.clone()),
     ));
+    if !wait_for_crd(&kube, &args.namespaces, &shutdown).await {
+        metrics_server.abort();
+        info!("stopped before the CRD appeared");
+        return Ok(());
+    }
+    let key = secret_hash_key(&kube, &args, &operator_namespace).await?;
+    let ctx = Context::new(kube, oos, settings(&args, key), metrics);
     info!(namespaces = ?args.namespaces, "starting ChatConfiguration controller");
-    reconcile::run(
+    let controller = reconcile::run(
         ctx,
         args.namespaces.clone(),
         args.concurrency,
-        shutdown_signal(),
-    )
-    .await;
+        shutdown.clone().signalled(),
+    );
+    tokio::pin!(controller);
+    tokio::select! {
+        _ = &mut controller => {}
+        _ = shutdown.signalled() => {
+            info!(grace_seconds = SHUTDOWN_GRACE.as_secs(), "shutting down; in-flight reconciles may finish");
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut controller).await.is_err() {
+                warn!("in-flight reconciles did not finish within the grace period; exiting anyway");
+            }
+        }
+    }
     metrics_server.abort();
     info!("controller stopped");
     Ok(())

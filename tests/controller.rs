@@ -540,53 +540,6 @@ async fn invalid_specs_are_rejected_at_admission() {
 }
 
 #[tokio::test]
-async fn interrupted_create_is_resumed_not_duplicated() {
-    let h = Harness::start("crash", Duration::from_secs(600)).await;
-    h.put_secret("dingtalk", &[("clientSecret", CLIENT_SECRET_1)])
-        .await;
-    // A previous operator process recorded its intent, called Create, and died before writing
-    // the outcome: the object carries createRequestedAt and the remote exists.
-    let mut m = dingtalk("crashy", "tpl-1");
-    m["metadata"]["annotations"] = json!({"oos.chatops.dev/paused": "true"});
-    h.apply(m).await;
-    let requested = chrono::Utc::now() - chrono::Duration::seconds(5);
-    let status = json!({"apiVersion": "oos.chatops.dev/v1alpha1", "kind": "ChatConfiguration",
-                        "status": {"createRequestedAt": requested.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)}});
-    h.objects()
-        .patch_status(
-            "crashy",
-            &PatchParams::apply("oos-chat-operator").force(),
-            &Patch::Apply(&status),
-        )
-        .await
-        .unwrap();
-    h.oos
-        .create_chat_configuration(REGION, &remote_input("crashy", "tpl-1"))
-        .await
-        .unwrap();
-    h.emulator.reset();
-
-    h.annotate("crashy", "oos.chatops.dev/paused", "false")
-        .await;
-    let obj = h.wait_ready("crashy", "True", Some("Synced")).await;
-    let st = obj.status.unwrap();
-    assert_eq!(
-        st.ownership.as_deref(),
-        Some("Created"),
-        "recognised as its own"
-    );
-    assert!(st.create_requested_at.is_none());
-    assert_eq!(h.calls("CreateChatConfiguration"), 0, "never created twice");
-    assert_eq!(
-        h.calls("UpdateChatConfiguration"),
-        1,
-        "secrets re-sent once"
-    );
-    h.assert_no_secret_leak().await;
-    h.stop().await;
-}
-
-#[tokio::test]
 async fn dry_run_reports_the_plan_without_writing() {
     let h = Harness::start("dryrun", Duration::from_secs(600)).await;
     h.put_secret("dingtalk", &[("clientSecret", CLIENT_SECRET_1)])

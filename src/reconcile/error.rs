@@ -1,5 +1,9 @@
 //! Reconcile errors, each classed retryable (back off and try again) or terminal (Stalled; wait
 //! for a change to the object or its Secrets).
+//!
+//! Conditions and events carry [`Error::reason`] and [`Error::condition_message`], which are
+//! stable: the same failure gives the same text on every attempt, so a retry never rewrites
+//! status. Per-request details (RequestId, the service's message) go to the log line only.
 
 use oos_client::error::OosError;
 
@@ -8,9 +12,13 @@ pub enum Error {
     /// Kubernetes API failure (apiserver down, conflict, timeout): retryable.
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    /// OOS call failed; classification comes from the client.
-    #[error("{0}")]
-    Oos(#[from] OosError),
+    /// An OOS call failed; classification comes from the client.
+    #[error("{action}: {source}")]
+    Oos {
+        action: &'static str,
+        #[source]
+        source: Box<OosError>,
+    },
     /// A referenced Secret or key is missing: waits for the Secret watch, no retry storm.
     #[error("Secret {namespace}/{name} {problem}")]
     SecretMissing {
@@ -31,65 +39,202 @@ pub enum Error {
     /// The spec cannot be turned into a request (should have been caught at admission): terminal.
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
+    /// Deletion cannot go on without a human (credentials gone, paused): terminal until the
+    /// object or its Secrets change.
+    #[error("{message}")]
+    DeletionBlocked {
+        reason: &'static str,
+        message: String,
+    },
     /// The finalizer helper failed around our reconcile.
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
+/// Wraps an OOS error with the action that failed.
+pub fn oos(action: &'static str) -> impl FnOnce(OosError) -> Error {
+    move |source| Error::Oos {
+        action,
+        source: Box::new(source),
+    }
+}
+
 impl Error {
-    /// Whether retrying later may succeed without any change to the object or its Secrets.
-    pub fn is_retryable(&self) -> bool {
+    /// The error our reconcile returned, through the finalizer helper's wrapper.
+    fn inner(&self) -> &Error {
         match self {
-            Error::Kube(_) => true,
-            Error::Oos(e) => e.is_retryable(),
-            Error::SecretMissing { .. }
-            | Error::SecretPlaceholder { .. }
-            | Error::InvalidSpec(_) => false,
-            Error::Finalizer(inner) => match inner.as_ref() {
+            Error::Finalizer(f) => match f.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
-                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_retryable(),
-                _ => true,
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.inner(),
+                _ => self,
             },
+            other => other,
         }
     }
 
-    /// Condition reason.
+    /// Whether retrying later may succeed without any change to the object or its Secrets.
+    pub fn is_retryable(&self) -> bool {
+        match self.inner() {
+            Error::Kube(_) | Error::Finalizer(_) => true,
+            Error::Oos { source, .. } => source.is_retryable(),
+            Error::SecretMissing { .. }
+            | Error::SecretPlaceholder { .. }
+            | Error::InvalidSpec(_)
+            | Error::DeletionBlocked { .. } => false,
+        }
+    }
+
+    /// The OOS error code, when OOS answered one.
+    pub fn code(&self) -> Option<&str> {
+        match self.inner() {
+            Error::Oos { source, .. } => source.code(),
+            _ => None,
+        }
+    }
+
+    /// The OOS RequestId of the failed request (for the log line, never for status).
+    pub fn request_id(&self) -> Option<&str> {
+        match self.inner() {
+            Error::Oos { source, .. } => source.request_id(),
+            _ => None,
+        }
+    }
+
+    /// Condition reason (CamelCase, a small fixed set).
     pub fn reason(&self) -> &'static str {
-        match self {
+        match self.inner() {
             Error::Kube(_) => "KubernetesError",
-            Error::Oos(e) => match e {
-                OosError::Api { code, .. }
-                    if code.starts_with("InvalidAccessKeyId")
-                        || code.contains("Signature")
-                        || code.contains("SecurityToken") =>
-                {
-                    "InvalidCredentials"
-                }
-                OosError::Api { code, .. }
-                    if code.starts_with("Forbidden") || code == "NoPermission" =>
-                {
-                    "Forbidden"
-                }
-                OosError::Api { code, .. } if code.contains("Throttling") => "Throttled",
-                OosError::Api { code, .. }
-                    if code.starts_with("Invalid") || code.starts_with("Missing") =>
-                {
-                    "InvalidParameter"
-                }
-                OosError::Credentials(_) => "CredentialsUnavailable",
-                _ if e.is_retryable() => "RemoteUnavailable",
-                _ => "RemoteError",
-            },
+            Error::Oos { source, .. } => oos_reason(source),
             Error::SecretMissing { .. } => "SecretNotFound",
             Error::SecretPlaceholder { .. } => "SecretPlaceholder",
             Error::InvalidSpec(_) => "InvalidSpec",
-            Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e)
-                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.reason(),
-                _ => "FinalizerError",
-            },
+            Error::DeletionBlocked { reason, .. } => reason,
+            Error::Finalizer(_) => "FinalizerError",
+        }
+    }
+
+    /// Condition and event message: stable across attempts (no RequestId, no timestamps).
+    pub fn condition_message(&self) -> String {
+        match self.inner() {
+            Error::Kube(kube::Error::Api(status)) => format!(
+                "Kubernetes API request failed (HTTP {}, {})",
+                status.code, status.reason
+            ),
+            Error::Kube(_) => "Kubernetes API unreachable".to_string(),
+            Error::Oos { action, source } => oos_message(action, source),
+            other => other.to_string(),
         }
     }
 }
 
+fn oos_reason(e: &OosError) -> &'static str {
+    match e {
+        OosError::Api { code, .. }
+            if code.starts_with("InvalidAccessKeyId")
+                || code.contains("Signature")
+                || code.contains("SecurityToken") =>
+        {
+            "InvalidCredentials"
+        }
+        OosError::Api { code, .. } if code.starts_with("Forbidden") || code == "NoPermission" => {
+            "Forbidden"
+        }
+        OosError::Api { code, .. } if code.contains("Throttling") => "Throttled",
+        OosError::Api { code, .. }
+            if code.starts_with("Invalid") || code.starts_with("Missing") =>
+        {
+            "InvalidParameter"
+        }
+        OosError::Credentials(_) => "CredentialsUnavailable",
+        _ if e.is_retryable() => "RemoteUnavailable",
+        _ => "RemoteError",
+    }
+}
+
+fn oos_message(action: &str, e: &OosError) -> String {
+    match e {
+        OosError::Api {
+            code,
+            message,
+            status,
+            ..
+        } => match oos_reason(e) {
+            "InvalidCredentials" => {
+                format!("OOS rejected the credentials: {action} answered {code}")
+            }
+            "Forbidden" => format!(
+                "the credentials lack a RAM permission: {action} answered {code}; grant it, then request a reconcile (reconcile.fluxcd.io/requestedAt)"
+            ),
+            "Throttled" => {
+                format!("OOS is throttling: {action} answered {code}; retrying with backoff")
+            }
+            // The service names the offending parameter, and says it the same way every time.
+            "InvalidParameter" => format!(
+                "OOS refused the request: {action} answered {code}: {}",
+                truncate(message, 300)
+            ),
+            _ => format!("{action} answered {code} (HTTP {status})"),
+        },
+        OosError::Timeout => format!("{action} timed out"),
+        OosError::Transport(_) => format!("cannot reach OOS ({action}: connection failed)"),
+        OosError::Credentials(c) => format!("no usable credentials: {}", truncate(&c.message, 300)),
+        OosError::Decode(_) => format!("{action}: cannot decode the OOS response"),
+        OosError::InvalidRequest(m) | OosError::Config(m) => format!("{action}: {m}"),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        s.chars().take(max).collect::<String>() + "…"
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: &str, request_id: &str) -> OosError {
+        OosError::Api {
+            status: 400,
+            code: code.into(),
+            message: "Specified parameter RamRole is not valid.".into(),
+            request_id: Some(request_id.into()),
+            host_id: None,
+            recommend: None,
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn condition_messages_are_stable_across_attempts() {
+        for code in [
+            "InvalidParameter",
+            "SignatureDoesNotMatch",
+            "Forbidden.RAM",
+            "Throttling.User",
+            "InternalError",
+        ] {
+            let a = oos("CreateChatConfiguration")(api(code, "REQ-1"));
+            let b = oos("CreateChatConfiguration")(api(code, "REQ-2"));
+            assert_eq!(a.condition_message(), b.condition_message(), "{code}");
+            assert!(!a.condition_message().contains("REQ-1"), "{code}");
+            assert!(a.condition_message().contains(code), "{code} is named");
+            assert_eq!(a.request_id(), Some("REQ-1"));
+        }
+        let e = oos("CreateChatConfiguration")(api("InvalidParameter", "R"));
+        assert_eq!(e.reason(), "InvalidParameter");
+        assert!(!e.is_retryable());
+        assert!(e.condition_message().contains("RamRole"), "names the field");
+        let t = oos("ListChatConfigurations")(api("Throttling.User", "R"));
+        assert_eq!((t.reason(), t.is_retryable()), ("Throttled", true));
+        let c = oos("ListChatConfigurations")(api("InvalidAccessKeyId.NotFound", "R"));
+        assert_eq!(
+            (c.reason(), c.is_retryable()),
+            ("InvalidCredentials", false)
+        );
+    }
+}

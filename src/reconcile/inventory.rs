@@ -61,7 +61,7 @@ impl Inventory {
             .is_none_or(|s| s.fetched_at.elapsed() >= max_age);
         if stale || force {
             let items = client
-                .list_chat_configurations(&key.region, &[], None)
+                .list_chat_configurations(&key.region, &[], Some(100))
                 .await?;
             slot.snapshot = Some(Snapshot {
                 fetched_at: Instant::now(),

@@ -1,5 +1,18 @@
 //! The ChatConfiguration controller: observe → plan (pure) → act → status.
+//!
+//! - [`observe`]: Secrets (read one by one), the desired state, the remote (shared inventory,
+//!   Get only when needed).
+//! - [`plan`]: pure decisions, table-tested.
+//! - [`act`]: the one remote write a reconcile makes (crash-safe Create, fenced Update).
+//! - [`cleanup`]: deletion behind the finalizer, fenced on the remote's CreatedDate.
+//! - [`status`]: conditions, and one log line and event per change of state.
+//!
+//! This module wires them into a kube-rs `Controller`: what wakes an object (its generation,
+//! labels, annotations, finalizers and deletion — never our own status writes — and the
+//! Secrets it reads), and how failures back off.
 
+mod act;
+mod cleanup;
 pub mod error;
 pub mod index;
 pub mod inventory;
@@ -7,37 +20,31 @@ pub mod observe;
 pub mod plan;
 pub mod status;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use rand::Rng;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::crd::{
-    ChatConfiguration, ChatConfigurationStatus, DeletionPolicy, FINALIZER, ManagementPolicy,
-    annotations,
+    ChatConfiguration, ChatConfigurationStatus, DeletionPolicy, FINALIZER, annotations,
 };
 use crate::metrics::Metrics;
 use error::{Error, Result};
-use inventory::{Inventory, InventoryKey};
+use inventory::Inventory;
 use oos_client::client::OosClient;
-use oos_client::credentials::StaticCredentials;
-use oos_client::types::{ChatConfiguration as RemoteChatConfiguration, ChatConfigurationSummary};
-use plan::{DeletePlan, Plan, Recorded, RemoteDeletedPolicy, RemoteDetail, RemoteSummary};
-use status::{Health, rfc3339};
+use plan::RemoteDeletedPolicy;
 
 /// Operator-wide settings that shape reconciles.
 #[derive(Clone, Debug)]
@@ -46,8 +53,10 @@ pub struct Settings {
     pub default_deletion_policy: DeletionPolicy,
     pub resync_interval: Duration,
     pub on_remote_deleted: RemoteDeletedPolicy,
-    /// Mixed into the per-object secret HMAC key.
+    /// Keys the per-object secret HMACs in status (with the object UID). Random and kept in a
+    /// Secret by default (see `operator::secret_hash_key`): never derivable from the object.
     pub secret_hash_key: Vec<u8>,
+    /// Per-object backoff of retryable failures: base and cap (full jitter around them).
     pub retry_base_delay: Duration,
     pub retry_max_delay: Duration,
 }
@@ -75,6 +84,7 @@ pub struct Context {
     pub secret_index: index::SecretIndex,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
+    /// Consecutive retryable failures per object (reset on success): its backoff exponent.
     failures: Mutex<HashMap<ObjectRef<ChatConfiguration>, u32>>,
     /// The status this process last wrote, by object UID. The reflector may hand a reconcile an
     /// object that predates our own latest status write; the operator is the only status
@@ -149,10 +159,50 @@ impl Context {
             warn!(error = %e, "cannot publish event");
         }
     }
+
+    fn reset_failures(&self, obj: &ChatConfiguration) {
+        self.failures
+            .lock()
+            .expect("failures lock")
+            .remove(&ObjectRef::from_obj(obj));
+    }
+
+    /// Drops everything kept about a deleted object.
+    fn forget(&self, obj: &ChatConfiguration) {
+        let key = ObjectRef::from_obj(obj);
+        self.secret_index.remove(&key);
+        self.failures.lock().expect("failures lock").remove(&key);
+        if let Some(uid) = &obj.metadata.uid {
+            self.written.lock().expect("written lock").remove(uid);
+        }
+    }
+}
+
+/// `namespace/name`, the object field of every log line.
+fn object_key(obj: &ChatConfiguration) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// What makes a change of the object worth a reconcile: everything a user or another controller
+/// sets (spec through the generation, labels, annotations, finalizers, deletion), never the
+/// status, which only this operator writes. So our own status writes never wake the object,
+/// and a failing object's backoff is not cut short by its own condition update.
+fn trigger_hash(obj: &ChatConfiguration) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    obj.metadata.generation.hash(&mut h);
+    obj.metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .hash(&mut h);
+    predicates::labels(obj).hash(&mut h);
+    predicates::annotations(obj).hash(&mut h);
+    predicates::finalizers(obj).hash(&mut h);
+    Some(h.finish())
 }
 
 /// Runs one controller per watched namespace (all namespaces when `namespaces` is empty) until
-/// `shutdown` resolves.
+/// `shutdown` resolves; in-flight reconciles finish first (the caller bounds how long).
 pub async fn run(
     ctx: Arc<Context>,
     namespaces: Vec<String>,
@@ -177,10 +227,22 @@ pub async fn run(
                     ),
                     None => (Api::all(ctx.kube.clone()), Api::all(ctx.kube.clone())),
                 };
+            let (reader, writer) = reflector::store();
+            let triggers = watcher(objects, watcher::Config::default())
+                .default_backoff()
+                .reflect(writer)
+                .applied_objects()
+                .predicate_filter(
+                    trigger_hash,
+                    kube::runtime::utils::PredicateConfig::default()
+                        .ttl(Duration::from_secs(24 * 3600)),
+                );
             // Secret metadata only: data is read per reconcile, never cached cluster-wide.
-            let secret_events = watcher(secrets, watcher::Config::default()).touched_objects();
+            let secret_events = watcher(secrets, watcher::Config::default())
+                .default_backoff()
+                .touched_objects();
             let index = ctx.secret_index.clone();
-            Controller::new(objects, watcher::Config::default())
+            Controller::for_stream(triggers, reader)
                 .watches_stream(secret_events, move |s: PartialObjectMeta<Secret>| {
                     secret_to_objects(&index, &s)
                 })
@@ -188,8 +250,13 @@ pub async fn run(
                 .graceful_shutdown_on(shutdown)
                 .run(reconcile, error_policy, ctx)
                 .for_each(|res| async move {
-                    if let Err(e) = res {
-                        tracing::debug!(error = %e, "reconcile failed");
+                    use kube::runtime::controller::Error as ControllerError;
+                    match res {
+                        // Failures are logged once per change of state by `status::report`.
+                        Ok(_) | Err(ControllerError::ReconcilerFailed(..)) => {}
+                        Err(ControllerError::ObjectNotFound(..)) => {}
+                        // A watch that keeps failing (CRD deleted, RBAC revoked) must be seen.
+                        Err(e) => warn!(error = %e, "watch failed; retrying with backoff"),
                     }
                 })
                 .await;
@@ -220,8 +287,8 @@ async fn reconcile(obj: Arc<ChatConfiguration>, ctx: Arc<Context>) -> Result<Act
     let timer = std::time::Instant::now();
     let result = finalizer(&api, FINALIZER, obj, |event| async {
         match event {
-            FinalizerEvent::Apply(o) => apply(o, &ctx, &api).await,
-            FinalizerEvent::Cleanup(o) => cleanup(o, &ctx).await,
+            FinalizerEvent::Apply(o) => act::apply(o, &ctx, &api).await,
+            FinalizerEvent::Cleanup(o) => cleanup::cleanup(o, &ctx, &api).await,
         }
     })
     .await
@@ -233,7 +300,8 @@ async fn reconcile(obj: Arc<ChatConfiguration>, ctx: Arc<Context>) -> Result<Act
 
 fn error_policy(obj: Arc<ChatConfiguration>, error: &Error, ctx: Arc<Context>) -> Action {
     if !error.is_retryable() {
-        // Terminal: Stalled is in status; a change to the object or its Secrets wakes it.
+        // Terminal: Stalled is in status; only a change to the object or its Secrets (or a
+        // restart with other credentials) wakes it. No remote call until then.
         return Action::await_change();
     }
     let key = ObjectRef::from_obj(obj.as_ref());
@@ -281,662 +349,6 @@ fn resync_interval(obj: &ChatConfiguration, settings: &Settings) -> Duration {
 
 fn jittered(d: Duration) -> Duration {
     d.mul_f64(0.9 + 0.2 * rand::rng().random::<f64>())
-}
-
-/// What the status records about the remote this object owns.
-fn recorded(status: &ChatConfigurationStatus) -> Recorded {
-    let owns = matches!(status.ownership.as_deref(), Some("Created" | "Adopted"));
-    Recorded {
-        created_date: if owns {
-            status::parse_rfc3339(status.created_date.as_ref())
-        } else {
-            None
-        },
-        updated_date: if owns {
-            status::parse_rfc3339(status.updated_date.as_ref())
-        } else {
-            None
-        },
-        spec_hash: status.last_applied_spec_hash.clone(),
-        secret_hash: status.last_applied_secret_hash.clone(),
-        create_requested_at: status::parse_rfc3339(status.create_requested_at.as_ref()),
-    }
-}
-
-fn summary_view(s: &ChatConfigurationSummary) -> RemoteSummary {
-    RemoteSummary {
-        chat_type: s.chat_type.as_str().to_string(),
-        ram_role: s.ram_role.clone(),
-        webhook_url: s.outputs.as_ref().and_then(|o| o.url.clone()),
-        created_date: s.created_date,
-        updated_date: s.updated_date,
-    }
-}
-
-fn summary_of(full: &RemoteChatConfiguration) -> ChatConfigurationSummary {
-    ChatConfigurationSummary {
-        name: full.name.clone(),
-        chat_type: full.chat_type.clone(),
-        ram_role: full.ram_role.clone(),
-        outputs: full.outputs.clone(),
-        created_date: full.created_date,
-        updated_date: full.updated_date,
-    }
-}
-
-fn detail_of(full: &RemoteChatConfiguration) -> RemoteDetail {
-    RemoteDetail {
-        resource_group_id: full.resource_group_id.clone(),
-        configuration: full
-            .configuration
-            .as_ref()
-            .map(observe::configuration_map)
-            .unwrap_or_default(),
-    }
-}
-
-/// The OOS client for `obj` (its `credentialsRef`, else the operator's chain) and the
-/// credentials identity that keys the inventory.
-async fn oos_client_for(
-    obj: &ChatConfiguration,
-    ctx: &Context,
-    secrets: &mut observe::SecretReader,
-) -> Result<(OosClient, String)> {
-    let Some(r) = &obj.spec.credentials_ref else {
-        return Ok((ctx.oos.clone(), "default".to_string()));
-    };
-    let creds = secrets.credentials(&r.name).await?;
-    let id = creds.access_key_id.clone();
-    let provider = StaticCredentials::new(
-        creds.access_key_id,
-        creds.access_key_secret,
-        creds.security_token,
-    );
-    Ok((ctx.oos.with_credentials(Arc::new(provider)), id))
-}
-
-/// How a successful sync ended.
-struct Outcome {
-    health: Health,
-    dry_run: Option<String>,
-    requeue: Option<Duration>,
-}
-
-impl Outcome {
-    /// A conflict that needs a human: Stalled, no requeue.
-    fn stalled(reason: &'static str, message: &str) -> Self {
-        Outcome {
-            health: Health::Stalled {
-                reason,
-                message: message.to_string(),
-            },
-            dry_run: None,
-            requeue: None,
-        }
-    }
-}
-
-async fn apply(
-    obj: Arc<ChatConfiguration>,
-    ctx: &Context,
-    api: &Api<ChatConfiguration>,
-) -> Result<Action> {
-    let ns = obj.namespace().unwrap_or_default();
-    let mut refs = obj.referenced_secrets();
-    if let Some(o) = &obj.spec.output_secret_ref {
-        refs.push(o.name.clone());
-    }
-    ctx.secret_index
-        .set(ObjectRef::from_obj(obj.as_ref()), &ns, refs);
-
-    if obj.annotation_is_true(annotations::PAUSED) {
-        info!(object = %obj.name_any(), "paused; skipping");
-        return Ok(Action::await_change());
-    }
-
-    let mut status = ctx.current_status(&obj);
-    status.observed_generation = obj.metadata.generation;
-    let requested_at = obj
-        .annotation(annotations::FLUX_REQUESTED_AT)
-        .map(str::to_string);
-    let forced = requested_at.is_some() && requested_at != status.last_handled_reconcile_at;
-    if requested_at.is_some() {
-        status.last_handled_reconcile_at = requested_at;
-    }
-
-    let result = sync(&obj, ctx, api, &mut status, forced).await;
-    let key = ObjectRef::from_obj(obj.as_ref());
-    let (health, dry_run, action, err) = match result {
-        Ok(outcome) => {
-            ctx.failures.lock().expect("failures lock").remove(&key);
-            let action = Action::requeue(
-                outcome
-                    .requeue
-                    .unwrap_or_else(|| jittered(resync_interval(&obj, &ctx.settings))),
-            );
-            (outcome.health, outcome.dry_run, Some(action), None)
-        }
-        Err(e) => {
-            let message = e.to_string();
-            let health = match &e {
-                Error::SecretMissing { .. } => Health::Progressing {
-                    reason: e.reason(),
-                    message: format!("waiting for {message}"),
-                },
-                _ if e.is_retryable() => Health::Progressing {
-                    reason: e.reason(),
-                    message: format!("retrying: {message}"),
-                },
-                _ => Health::Stalled {
-                    reason: e.reason(),
-                    message,
-                },
-            };
-            (health, None, None, Some(e))
-        }
-    };
-    status.conditions = status::conditions(&health, obj.metadata.generation, dry_run.as_deref());
-    let wrote = ctx.write_status(api, &obj, status).await?;
-    // One event per change of state, not per retry.
-    if let (true, Some(e)) = (wrote, &err) {
-        ctx.event(&obj, EventType::Warning, e.reason(), e.to_string())
-            .await;
-    }
-    match (action, err) {
-        (_, Some(e)) => Err(e),
-        (Some(a), None) => Ok(a),
-        (None, None) => Ok(Action::await_change()),
-    }
-}
-
-/// Observe → plan → act for a live object; fills `status` with what was learned and done.
-async fn sync(
-    obj: &ChatConfiguration,
-    ctx: &Context,
-    api: &Api<ChatConfiguration>,
-    status: &mut ChatConfigurationStatus,
-    forced: bool,
-) -> Result<Outcome> {
-    let ns = obj.namespace().unwrap_or_default();
-    let name = obj.remote_name();
-    let region = obj
-        .spec
-        .region_id
-        .clone()
-        .or_else(|| ctx.settings.default_region.clone())
-        .ok_or_else(|| {
-            Error::InvalidSpec(
-                "spec.regionId is unset and the operator has no --default-region".into(),
-            )
-        })?;
-    status.remote_name = Some(name.clone());
-    status.region_id = Some(region.clone());
-
-    // Observe.
-    let mut secrets = observe::SecretReader::new(ctx.kube.clone(), &ns);
-    let inputs = observe::read_inputs(
-        obj,
-        &mut secrets,
-        &ctx.settings.secret_hash_key,
-        ctx.settings.on_remote_deleted,
-    )
-    .await?;
-    let (oos, credentials_id) = oos_client_for(obj, ctx, &mut secrets).await?;
-    let key = InventoryKey {
-        credentials: credentials_id,
-        region: region.clone(),
-    };
-    let interval = resync_interval(obj, &ctx.settings);
-    let mut summary = ctx
-        .inventory
-        .lookup(&key, &oos, &name, interval, forced)
-        .await?;
-    let mut recorded = recorded(status);
-    let mut detail = None;
-    let mut from_get = false;
-    if let Some(s) = &summary
-        && plan::needs_detail(&inputs.desired, &recorded, &summary_view(s), forced)
-    {
-        {
-            match oos.get_chat_configuration(&region, &name).await {
-                Ok(full) => {
-                    detail = Some(detail_of(&full));
-                    summary = Some(summary_of(&full));
-                    from_get = true;
-                }
-                Err(e) if e.is_not_found() => {
-                    ctx.inventory.remove(&key, &name).await;
-                    summary = None;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    // Plan.
-    let mut decision = plan::plan(
-        &inputs.desired,
-        &recorded,
-        summary.as_ref().map(summary_view).as_ref(),
-        detail.as_ref(),
-    );
-    if detail.is_some() {
-        status.drift = decision.drift.clone();
-    }
-
-    if obj.annotation_is_true(annotations::DRY_RUN) {
-        let message = match &decision.plan {
-            Plan::Update { changed } | Plan::Adopt { changed, .. } => {
-                format!("would {} ({})", decision.plan.verb(), changed.join(", "))
-            }
-            Plan::Conflict { message, .. } => format!("would stop: {message}"),
-            other => format!("would {}", other.verb()),
-        };
-        let health = if decision.plan == Plan::Nothing {
-            Health::Ready {
-                reason: "DryRun",
-                message: "in sync (dry run)".into(),
-            }
-        } else {
-            Health::Progressing {
-                reason: "DryRun",
-                message: "dry run: no remote write; see the DryRun condition".into(),
-            }
-        };
-        return Ok(Outcome {
-            health,
-            dry_run: Some(message),
-            requeue: None,
-        });
-    }
-
-    // Act. A Create is preceded by a Get when the inventory (not a Get) said "absent", and by
-    // recording the intent in status, so a crash between Create and the status write is recognised.
-    if matches!(decision.plan, Plan::Create | Plan::Recreate) && !from_get {
-        match oos.get_chat_configuration(&region, &name).await {
-            Ok(full) => {
-                detail = Some(detail_of(&full));
-                summary = Some(summary_of(&full));
-                decision = plan::plan(
-                    &inputs.desired,
-                    &recorded,
-                    summary.as_ref().map(summary_view).as_ref(),
-                    detail.as_ref(),
-                );
-                status.drift = decision.drift.clone();
-            }
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-
-    let input = observe::remote_input(&name, &inputs);
-    match &decision.plan {
-        Plan::Create | Plan::Recreate => {
-            let requested = Utc::now();
-            status.create_requested_at = Some(rfc3339(requested));
-            status.conditions = status::conditions(
-                &Health::Progressing {
-                    reason: "Creating",
-                    message: format!("creating remote configuration {name}"),
-                },
-                obj.metadata.generation,
-                None,
-            );
-            ctx.write_status(api, obj, status.clone()).await?;
-            recorded.create_requested_at = Some(requested);
-            let created = match oos.create_chat_configuration(&region, &input).await {
-                Ok(_) => {
-                    ctx.metrics.remote_write("CreateChatConfiguration");
-                    true
-                }
-                Err(e) if e.is_already_exists() => false,
-                Err(e) => return Err(e.into()),
-            };
-            let full = oos.get_chat_configuration(&region, &name).await?;
-            if created {
-                ctx.event(
-                    obj,
-                    EventType::Normal,
-                    if decision.plan == Plan::Create {
-                        "Created"
-                    } else {
-                        "Recreated"
-                    },
-                    format!("created remote chat configuration {name} in {region}"),
-                )
-                .await;
-            } else {
-                // Someone (perhaps our own interrupted attempt) created it meanwhile: re-plan.
-                let re = plan::plan(
-                    &inputs.desired,
-                    &recorded,
-                    Some(&summary_view(&summary_of(&full))),
-                    Some(&detail_of(&full)),
-                );
-                if let Plan::Conflict { reason, message } = &re.plan {
-                    ctx.event(obj, EventType::Warning, reason, message.clone())
-                        .await;
-                    return Ok(Outcome::stalled(reason, message));
-                }
-                let stamp = oos.update_chat_configuration(&region, &input).await?;
-                ctx.metrics.remote_write("UpdateChatConfiguration");
-                ctx.event(obj, EventType::Normal, "Adopted", format!("took over remote chat configuration {name} created by an interrupted attempt")).await;
-                let mut s = summary_of(&full);
-                s.updated_date = stamp.updated_date.or(s.updated_date);
-                summary = Some(s);
-                status.ownership = Some("Created".into());
-                status.create_requested_at = None;
-                record_applied(status, &inputs, summary.as_ref());
-                ctx.inventory
-                    .upsert(&key, summary.clone().expect("set above"))
-                    .await;
-                return finish(obj, ctx, status, summary.as_ref()).await;
-            }
-            summary = Some(summary_of(&full));
-            status.ownership = Some("Created".into());
-            status.create_requested_at = None;
-            status.drift.clear();
-            record_applied(status, &inputs, summary.as_ref());
-            ctx.inventory
-                .upsert(&key, summary.clone().expect("set above"))
-                .await;
-        }
-        Plan::Update { changed } | Plan::Adopt { changed, .. } => {
-            let adopting = matches!(decision.plan, Plan::Adopt { .. });
-            // A configuration made by this object's own interrupted Create stays "Created".
-            let resumed = matches!(decision.plan, Plan::Adopt { resumed: true, .. });
-            if !changed.is_empty() {
-                match oos.update_chat_configuration(&region, &input).await {
-                    Ok(stamp) => {
-                        ctx.metrics.remote_write("UpdateChatConfiguration");
-                        if let Some(s) = summary.as_mut() {
-                            s.updated_date = stamp.updated_date.or(s.updated_date);
-                            s.ram_role = input.ram_role.clone();
-                        }
-                    }
-                    Err(e) if e.is_not_found() => {
-                        ctx.inventory.remove(&key, &name).await;
-                        return Ok(Outcome {
-                            health: Health::Progressing {
-                                reason: "RemoteNotFound",
-                                message: "remote configuration vanished during update; re-checking"
-                                    .into(),
-                            },
-                            dry_run: None,
-                            requeue: Some(Duration::from_secs(1)),
-                        });
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            let (reason, what) = if resumed {
-                ("CreateResumed", "resumed the interrupted creation of")
-            } else if adopting {
-                ("Adopted", "took over")
-            } else {
-                ("Updated", "updated")
-            };
-            let fields = if changed.is_empty() {
-                String::new()
-            } else {
-                format!(" (fields: {})", changed.join(", "))
-            };
-            ctx.event(
-                obj,
-                EventType::Normal,
-                reason,
-                format!("{what} remote chat configuration {name}{fields}"),
-            )
-            .await;
-            if adopting {
-                status.ownership = Some(if resumed { "Created" } else { "Adopted" }.into());
-                status.create_requested_at = None;
-            }
-            record_applied(status, &inputs, summary.as_ref());
-            if let Some(s) = &summary {
-                ctx.inventory.upsert(&key, s.clone()).await;
-            }
-        }
-        Plan::Conflict { reason, message } => {
-            if obj
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Stalled"))
-                .map(|c| c.reason.as_str())
-                != Some(reason)
-            {
-                ctx.event(obj, EventType::Warning, reason, message.clone())
-                    .await;
-            }
-            return Ok(Outcome::stalled(reason, message));
-        }
-        Plan::Nothing => {
-            if inputs.desired.management == ManagementPolicy::ObserveOnly {
-                let s = summary.as_ref().expect("Nothing implies a remote");
-                status.created_date = s.created_date.map(rfc3339);
-                status.updated_date = s.updated_date.map(rfc3339);
-                status.webhook_url = s.outputs.as_ref().and_then(|o| o.url.clone());
-                let health = if status.drift.is_empty() {
-                    Health::Ready {
-                        reason: "Observed",
-                        message: "remote configuration exists (ObserveOnly)".into(),
-                    }
-                } else {
-                    Health::Ready {
-                        reason: "ObservedDrift",
-                        message: format!("remote differs in: {}", status.drift.join(", ")),
-                    }
-                };
-                return Ok(Outcome {
-                    health,
-                    dry_run: None,
-                    requeue: None,
-                });
-            }
-            record_applied(status, &inputs, summary.as_ref());
-        }
-        Plan::Delete => unreachable!("plan() never deletes a live object"),
-    }
-    finish(obj, ctx, status, summary.as_ref()).await
-}
-
-/// Records the applied hashes and the remote's identity and dates.
-fn record_applied(
-    status: &mut ChatConfigurationStatus,
-    inputs: &observe::Inputs,
-    summary: Option<&ChatConfigurationSummary>,
-) {
-    status.last_applied_spec_hash = Some(inputs.desired.spec_hash.clone());
-    status.last_applied_secret_hash = Some(inputs.desired.secret_hash.clone());
-    if let Some(s) = summary {
-        status.created_date = s.created_date.map(rfc3339);
-        status.updated_date = s.updated_date.map(rfc3339);
-        status.webhook_url = s.outputs.as_ref().and_then(|o| o.url.clone());
-    }
-}
-
-/// Writes the output Secret (if any) and reports Ready.
-async fn finish(
-    obj: &ChatConfiguration,
-    ctx: &Context,
-    status: &ChatConfigurationStatus,
-    summary: Option<&ChatConfigurationSummary>,
-) -> Result<Outcome> {
-    if let (Some(target), Some(s)) = (&obj.spec.output_secret_ref, summary) {
-        ensure_output_secret(obj, ctx, &target.name, s).await?;
-    }
-    let message = match &status.webhook_url {
-        Some(url) => format!("remote configuration in sync; webhook {url}"),
-        None => "remote configuration in sync".to_string(),
-    };
-    Ok(Outcome {
-        health: Health::Ready {
-            reason: "Synced",
-            message,
-        },
-        dry_run: None,
-        requeue: None,
-    })
-}
-
-/// Creates or updates the owned Secret carrying the webhook URL and the AesKey; writes only when
-/// its content differs.
-async fn ensure_output_secret(
-    obj: &ChatConfiguration,
-    ctx: &Context,
-    name: &str,
-    s: &ChatConfigurationSummary,
-) -> Result<()> {
-    let ns = obj.namespace().unwrap_or_default();
-    let api: Api<Secret> = Api::namespaced(ctx.kube.clone(), &ns);
-    let mut data = BTreeMap::new();
-    if let Some(o) = &s.outputs {
-        if let Some(url) = &o.url {
-            data.insert(
-                "webhookUrl".to_string(),
-                k8s_openapi::ByteString(url.clone().into_bytes()),
-            );
-        }
-        if let Some(aes) = &o.aes_key {
-            data.insert(
-                "aesKey".to_string(),
-                k8s_openapi::ByteString(aes.expose().as_bytes().to_vec()),
-            );
-        }
-    }
-    if let Some(existing) = api.get_opt(name).await? {
-        let owned = existing
-            .owner_references()
-            .iter()
-            .any(|o| Some(&o.uid) == obj.metadata.uid.as_ref());
-        if !owned {
-            return Err(Error::InvalidSpec(format!(
-                "spec.outputSecretRef: Secret {ns}/{name} exists and is not owned by this ChatConfiguration"
-            )));
-        }
-        if existing.data.as_ref() == Some(&data) {
-            return Ok(());
-        }
-    }
-    let owner = OwnerReference {
-        api_version: "oos.chatops.dev/v1alpha1".into(),
-        kind: "ChatConfiguration".into(),
-        name: obj.name_any(),
-        uid: obj.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    };
-    let secret = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name, "namespace": ns, "ownerReferences": [owner],
-                     "labels": {"app.kubernetes.io/managed-by": "oos-chat-operator"}},
-        "type": "Opaque",
-        "data": data,
-    });
-    api.patch(
-        name,
-        &PatchParams::apply(status::FIELD_MANAGER).force(),
-        &Patch::Apply(&secret),
-    )
-    .await?;
-    ctx.event(
-        obj,
-        EventType::Normal,
-        "OutputSecretWritten",
-        format!("wrote webhook output to Secret {name}"),
-    )
-    .await;
-    Ok(())
-}
-
-async fn effective_deletion_policy(
-    obj: &ChatConfiguration,
-    ctx: &Context,
-) -> Result<DeletionPolicy> {
-    if let Some(p) = obj.spec.deletion_policy {
-        return Ok(p);
-    }
-    let ns: Api<Namespace> = Api::all(ctx.kube.clone());
-    let from_ns = ns
-        .get_opt(&obj.namespace().unwrap_or_default())
-        .await?
-        .and_then(|n| {
-            n.annotations()
-                .get(annotations::NAMESPACE_DELETION_POLICY)
-                .cloned()
-        });
-    Ok(match from_ns.as_deref() {
-        Some("Orphan") => DeletionPolicy::Orphan,
-        Some("Delete") => DeletionPolicy::Delete,
-        _ => ctx.settings.default_deletion_policy,
-    })
-}
-
-async fn cleanup(obj: Arc<ChatConfiguration>, ctx: &Context) -> Result<Action> {
-    let key = ObjectRef::from_obj(obj.as_ref());
-    let name = obj.remote_name();
-    let status = ctx.current_status(&obj);
-    let recorded = recorded(&status);
-    let force_orphan = obj.annotation_is_true(annotations::FORCE_ORPHAN);
-    let policy = if force_orphan {
-        DeletionPolicy::Orphan
-    } else {
-        effective_deletion_policy(&obj, ctx).await?
-    };
-    let management = obj.spec.management_policy.unwrap_or_default();
-    match plan::plan_delete(policy, management, force_orphan, &recorded) {
-        DeletePlan::NotOwned => {}
-        DeletePlan::Orphan => {
-            ctx.event(
-                &obj,
-                EventType::Normal,
-                "Orphaned",
-                format!("kept remote chat configuration {name}"),
-            )
-            .await;
-        }
-        DeletePlan::Delete => {
-            let region = status
-                .region_id
-                .clone()
-                .or_else(|| obj.spec.region_id.clone())
-                .or_else(|| ctx.settings.default_region.clone())
-                .ok_or_else(|| Error::InvalidSpec("no region to delete from".into()))?;
-            // Deletion needs only credentials, never the chat platform's ClientSecret.
-            let mut secrets =
-                observe::SecretReader::new(ctx.kube.clone(), &obj.namespace().unwrap_or_default());
-            let (oos, credentials_id) = oos_client_for(&obj, ctx, &mut secrets).await?;
-            match oos.delete_chat_configuration(&region, &name).await {
-                Ok(()) => ctx.metrics.remote_write("DeleteChatConfiguration"),
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            }
-            ctx.inventory
-                .remove(
-                    &InventoryKey {
-                        credentials: credentials_id,
-                        region,
-                    },
-                    &name,
-                )
-                .await;
-            ctx.event(
-                &obj,
-                EventType::Normal,
-                "Deleted",
-                format!("deleted remote chat configuration {name}"),
-            )
-            .await;
-        }
-    }
-    ctx.secret_index.remove(&key);
-    ctx.failures.lock().expect("failures lock").remove(&key);
-    if let Some(uid) = &obj.metadata.uid {
-        ctx.written.lock().expect("written lock").remove(uid);
-    }
-    Ok(Action::await_change())
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Observe: read the Secrets a reconcile needs (one by one, never a cluster-wide cache) and turn
-//! the spec into the desired remote state.
+//! Observe: read the Secrets a reconcile needs (one by one, never a cluster-wide cache), turn
+//! the spec into the desired remote state, and look at the remote (shared inventory, Get only
+//! when the plan needs it).
 
 use std::collections::BTreeMap;
 
@@ -8,12 +9,24 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use super::error::{Error, Result};
-use super::plan::{Desired, RemoteDeletedPolicy};
-use crate::crd::{ChatConfiguration, SecretKeyRef};
-use oos_client::credentials::Credentials;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Context;
+use super::error::{self, Error, Result};
+use super::inventory::InventoryKey;
+use super::plan::{
+    self, Desired, PendingCreate, Recorded, RemoteDeletedPolicy, RemoteDetail, RemoteSummary,
+};
+use super::status::parse_rfc3339;
+use crate::crd::{ChatConfiguration, ChatConfigurationStatus, SecretKeyRef};
+use oos_client::client::OosClient;
+use oos_client::credentials::{Credentials, StaticCredentials};
 use oos_client::secret::SecretString;
-use oos_client::types::{ChatConfigurationInput, ChatSettings, ChatType};
+use oos_client::types::{
+    ChatConfiguration as RemoteChatConfiguration, ChatConfigurationInput, ChatConfigurationSummary,
+    ChatSettings, ChatType,
+};
 
 /// Everything read for one reconcile; secret values stay in `SecretString`s.
 pub struct Inputs {
@@ -105,13 +118,12 @@ impl SecretReader {
     }
 }
 
-/// Builds the desired state; reads every referenced secret value.
-pub async fn read_inputs(
+/// The desired state of everything but the secret values (`secret_hash` is empty): what
+/// deletion's ownership fence needs, without reading the chat platform's ClientSecret.
+pub fn desired_without_secrets(
     obj: &ChatConfiguration,
-    secrets: &mut SecretReader,
-    hash_key: &[u8],
     on_remote_deleted: RemoteDeletedPolicy,
-) -> Result<Inputs> {
+) -> Result<Desired> {
     let spec = &obj.spec;
     let keys = spec.chat_type.keys();
     let settings = spec.platform_settings().ok_or_else(|| {
@@ -134,49 +146,64 @@ pub async fn read_inputs(
     for (k, v) in spec.extra_configuration.iter().flatten() {
         configuration.insert(k.clone(), v.clone());
     }
+    let mut secret_keys: Vec<String> = std::iter::once(keys.client_secret.to_string())
+        .chain(
+            spec.extra_secret_configuration
+                .iter()
+                .flatten()
+                .map(|(k, _)| k.clone()),
+        )
+        .collect();
+    secret_keys.sort();
+    secret_keys.dedup();
+    let spec_hash = plan::spec_hash(
+        spec.chat_type.as_str(),
+        spec.ram_role.as_deref(),
+        spec.resource_group_id.as_deref(),
+        &configuration,
+        &secret_keys,
+    );
+    Ok(Desired {
+        chat_type: spec.chat_type.as_str().to_string(),
+        ram_role: spec.ram_role.clone(),
+        resource_group_id: spec.resource_group_id.clone(),
+        configuration,
+        secret_keys,
+        spec_hash,
+        secret_hash: String::new(),
+        management: spec.management_policy.unwrap_or_default(),
+        adoption: spec.adoption_policy.unwrap_or_default(),
+        on_remote_deleted,
+    })
+}
 
+/// Builds the desired state; reads every referenced secret value.
+pub async fn read_inputs(
+    obj: &ChatConfiguration,
+    secrets: &mut SecretReader,
+    hash_key: &[u8],
+    on_remote_deleted: RemoteDeletedPolicy,
+) -> Result<Inputs> {
+    let mut desired = desired_without_secrets(obj, on_remote_deleted)?;
+    let spec = &obj.spec;
+    let settings = spec
+        .platform_settings()
+        .expect("desired_without_secrets checked the platform settings");
     let mut secret_values = BTreeMap::new();
     secret_values.insert(
-        keys.client_secret.to_string(),
+        spec.chat_type.keys().client_secret.to_string(),
         secrets.key_ref(&settings.client_secret_ref).await?,
     );
     for (k, r) in spec.extra_secret_configuration.iter().flatten() {
         secret_values.insert(k.clone(), secrets.key_ref(r).await?);
     }
-
-    let secret_keys: Vec<String> = secret_values.keys().cloned().collect();
-    let spec_hash = {
-        let canonical = serde_json::json!({
-            "type": spec.chat_type.as_str(),
-            "ramRole": spec.ram_role,
-            "resourceGroupId": spec.resource_group_id,
-            "configuration": configuration,
-            "secretKeys": secret_keys,
-        });
-        format!(
-            "sha256:{}",
-            hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
-        )
-    };
-    let secret_hash = secret_hmac(
+    desired.secret_hash = secret_hmac(
         hash_key,
         obj.uid().as_deref().unwrap_or_default(),
         &secret_values,
     );
-
     Ok(Inputs {
-        desired: Desired {
-            chat_type: spec.chat_type.as_str().to_string(),
-            ram_role: spec.ram_role.clone(),
-            resource_group_id: spec.resource_group_id.clone(),
-            configuration,
-            secret_keys,
-            spec_hash,
-            secret_hash,
-            management: spec.management_policy.unwrap_or_default(),
-            adoption: spec.adoption_policy.unwrap_or_default(),
-            on_remote_deleted,
-        },
+        desired,
         secret_values,
     })
 }
@@ -251,6 +278,143 @@ pub fn configuration_map(settings: &ChatSettings) -> BTreeMap<String, serde_json
         map.insert("DingTalkClientSecret".into(), v.expose().to_string().into());
     }
     map
+}
+
+/// The OOS client for `obj` (its `credentialsRef`, else the operator's chain) and the
+/// identity of those credentials (never a secret), which keys the inventory and fences
+/// ownership against a changed account.
+pub async fn client_for(
+    obj: &ChatConfiguration,
+    ctx: &Context,
+    secrets: &mut SecretReader,
+) -> Result<(OosClient, String)> {
+    let Some(r) = &obj.spec.credentials_ref else {
+        return Ok((ctx.oos.clone(), "default".to_string())); // TODO(client merge): identity()
+    };
+    let creds = secrets.credentials(&r.name).await?;
+    let id = creds.access_key_id.clone();
+    let provider = StaticCredentials::new(
+        creds.access_key_id,
+        creds.access_key_secret,
+        creds.security_token,
+    );
+    Ok((ctx.oos.with_credentials(Arc::new(provider)), id))
+}
+
+/// What the status records about the remote this object owns.
+pub fn recorded(status: &ChatConfigurationStatus, credentials_id: &str) -> Recorded {
+    let owns = matches!(status.ownership.as_deref(), Some("Created" | "Adopted"));
+    let date = |d: Option<&String>| if owns { parse_rfc3339(d) } else { None };
+    Recorded {
+        created_date: date(status.created_date.as_ref()),
+        updated_date: date(status.updated_date.as_ref()),
+        spec_hash: status.last_applied_spec_hash.clone(),
+        secret_hash: status.last_applied_secret_hash.clone(),
+        pending: parse_rfc3339(status.create_requested_at.as_ref()).map(|requested_at| {
+            PendingCreate {
+                requested_at,
+                spec_hash: status.create_requested_spec_hash.clone(),
+                secret_hash: status.create_requested_secret_hash.clone(),
+            }
+        }),
+        credentials_changed: status
+            .credentials_id
+            .as_deref()
+            .is_some_and(|recorded| recorded != credentials_id),
+    }
+}
+
+pub fn summary_view(s: &ChatConfigurationSummary) -> RemoteSummary {
+    RemoteSummary {
+        chat_type: s.chat_type.as_str().to_string(),
+        ram_role: s.ram_role.clone(),
+        webhook_url: s.outputs.as_ref().and_then(|o| o.url.clone()),
+        created_date: s.created_date,
+        updated_date: s.updated_date,
+    }
+}
+
+pub fn summary_of(full: &RemoteChatConfiguration) -> ChatConfigurationSummary {
+    ChatConfigurationSummary {
+        name: full.name.clone(),
+        chat_type: full.chat_type.clone(),
+        ram_role: full.ram_role.clone(),
+        outputs: full.outputs.clone(),
+        created_date: full.created_date,
+        updated_date: full.updated_date,
+    }
+}
+
+pub fn detail_of(full: &RemoteChatConfiguration) -> RemoteDetail {
+    RemoteDetail {
+        resource_group_id: full.resource_group_id.clone(),
+        configuration: full
+            .configuration
+            .as_ref()
+            .map(configuration_map)
+            .unwrap_or_default(),
+    }
+}
+
+/// What is known of the remote after observing it.
+#[derive(Default)]
+pub struct Observation {
+    pub summary: Option<ChatConfigurationSummary>,
+    /// Present when GetChatConfiguration was called.
+    pub detail: Option<RemoteDetail>,
+}
+
+impl Observation {
+    pub fn view(&self) -> Option<RemoteSummary> {
+        self.summary.as_ref().map(summary_view)
+    }
+}
+
+/// GetChatConfiguration, with not-found as `None`.
+pub async fn get_remote(oos: &OosClient, region: &str, name: &str) -> Result<Observation> {
+    match oos.get_chat_configuration(region, name).await {
+        Ok(full) => Ok(Observation {
+            summary: Some(summary_of(&full)),
+            detail: Some(detail_of(&full)),
+        }),
+        Err(e) if e.is_not_found() => Ok(Observation::default()),
+        Err(e) => Err(error::oos("GetChatConfiguration")(e)),
+    }
+}
+
+/// The remote by name: from the shared inventory (one List per interval for every object of
+/// the account and region), plus a Get when the plan needs `Configuration`.
+#[allow(clippy::too_many_arguments)]
+pub async fn observe_remote(
+    ctx: &Context,
+    oos: &OosClient,
+    key: &InventoryKey,
+    name: &str,
+    desired: &Desired,
+    recorded: &Recorded,
+    max_age: Duration,
+    forced: bool,
+) -> Result<Observation> {
+    let summary = ctx
+        .inventory
+        .lookup(key, oos, name, max_age, forced)
+        .await
+        .map_err(error::oos("ListChatConfigurations"))?;
+    let Some(summary) = summary else {
+        return Ok(Observation::default());
+    };
+    if !plan::needs_detail(desired, recorded, &summary_view(&summary), forced) {
+        return Ok(Observation {
+            summary: Some(summary),
+            detail: None,
+        });
+    }
+    let observed = get_remote(oos, &key.region, name).await?;
+    match &observed.summary {
+        Some(s) => ctx.inventory.upsert(key, s.clone()).await,
+        None => ctx.inventory.remove(key, name).await,
+    }
+    Ok(observed)
 }
 
 #[cfg(test)]

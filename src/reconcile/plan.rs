@@ -1,9 +1,11 @@
-//! The plan: a pure function of (desired spec, secret hash, observed remote, recorded status)
-//! deciding the one remote action a reconcile takes. No I/O, no clock; table-tested below.
+//! The plan: pure functions of (desired spec, secret hash, observed remote, recorded status)
+//! deciding the one remote action a reconcile or a deletion takes. No I/O, no clock;
+//! table-tested below.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
+use sha2::{Digest, Sha256};
 
 use crate::crd::{AdoptionPolicy, ManagementPolicy};
 
@@ -27,13 +29,35 @@ pub struct Desired {
     pub configuration: BTreeMap<String, String>,
     /// Names of the secret `Configuration` keys (values never enter the plan).
     pub secret_keys: Vec<String>,
-    /// Hash of everything above.
+    /// [`spec_hash`] of everything above.
     pub spec_hash: String,
     /// Keyed HMAC of the secret values.
     pub secret_hash: String,
     pub management: ManagementPolicy,
     pub adoption: AdoptionPolicy,
     pub on_remote_deleted: RemoteDeletedPolicy,
+}
+
+/// The hash that identifies a non-secret configuration: the same canonical form for what the
+/// spec asks and for what a remote holds, so a resumed create can be matched to what it sent.
+pub fn spec_hash(
+    chat_type: &str,
+    ram_role: Option<&str>,
+    resource_group_id: Option<&str>,
+    configuration: &BTreeMap<String, String>,
+    secret_keys: &[String],
+) -> String {
+    let canonical = serde_json::json!({
+        "type": chat_type,
+        "ramRole": ram_role,
+        "resourceGroupId": resource_group_id,
+        "configuration": configuration,
+        "secretKeys": secret_keys,
+    });
+    format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+    )
 }
 
 /// A remote configuration as seen in the inventory (ListChatConfigurations).
@@ -54,18 +78,39 @@ pub struct RemoteDetail {
     pub configuration: BTreeMap<String, serde_json::Value>,
 }
 
+/// A Create whose outcome is not known yet (recorded before the call, kept only while the
+/// outcome is ambiguous).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct PendingCreate {
+    pub requested_at: DateTime<Utc>,
+    /// [`spec_hash`] of the non-secret configuration sent.
+    pub spec_hash: Option<String>,
+    /// Secret HMAC of the values sent.
+    pub secret_hash: Option<String>,
+}
+
 /// What the object recorded in its status about the remote it owns.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Recorded {
+    /// CreatedDate of the remote this object owns (created or adopted).
     pub created_date: Option<DateTime<Utc>>,
     pub updated_date: Option<DateTime<Utc>>,
     pub spec_hash: Option<String>,
     pub secret_hash: Option<String>,
-    pub create_requested_at: Option<DateTime<Utc>>,
+    pub pending: Option<PendingCreate>,
+    /// The credentials in use are not the ones that wrote the remote (another key, maybe
+    /// another account).
+    pub credentials_changed: bool,
+}
+
+impl Recorded {
+    pub fn owns(&self) -> bool {
+        self.created_date.is_some()
+    }
 }
 
 /// A configuration whose CreatedDate is at most this much earlier than the recorded
-/// create request is taken to be the one our interrupted Create made (clock skew margin).
+/// create request may be the one our interrupted Create made (clock skew margin).
 pub const CREATE_CLOCK_SKEW: Duration = Duration::minutes(5);
 
 /// The decision of one reconcile.
@@ -78,15 +123,13 @@ pub enum Plan {
     /// Update the owned remote; `changed` names the fields that differ (no values).
     Update { changed: Vec<String> },
     /// Take over an existing remote and bring it to the desired state (`changed` may be empty).
-    /// `resumed` marks a configuration made by this object's own interrupted Create.
+    /// `resumed` marks the configuration this object's own interrupted Create made.
     Adopt { changed: Vec<String>, resumed: bool },
     /// A human must decide; nothing is written.
     Conflict {
         reason: &'static str,
         message: String,
     },
-    /// Delete the remote (object is being deleted with policy Delete and owns it).
-    Delete,
     /// Nothing to write; `drift` names fields that differ (ObserveOnly) or were just seen.
     Nothing,
 }
@@ -100,51 +143,52 @@ impl Plan {
             Plan::Update { .. } => "Update",
             Plan::Adopt { .. } => "Adopt",
             Plan::Conflict { .. } => "Conflict",
-            Plan::Delete => "Delete",
             Plan::Nothing => "Nothing",
         }
-    }
-
-    pub fn writes_remote(&self) -> bool {
-        matches!(
-            self,
-            Plan::Create | Plan::Recreate | Plan::Update { .. } | Plan::Adopt { .. } | Plan::Delete
-        )
     }
 }
 
 /// Whether the observe phase must call GetChatConfiguration before planning: the inventory
 /// lacks `Configuration` and `ResourceGroupId`, so Get is needed exactly when someone else
-/// changed the remote, when our own desired state changed, or when taking a remote over.
+/// changed the remote, when our own desired state (spec or secrets) changed, when a pending
+/// create must be matched, or when taking a remote over. A no-op resync needs none.
 pub fn needs_detail(
     desired: &Desired,
     recorded: &Recorded,
     remote: &RemoteSummary,
     forced: bool,
 ) -> bool {
-    if forced {
+    if forced || recorded.pending.is_some() {
         return true;
     }
-    let owned = recorded.created_date.is_some() && recorded.created_date == remote.created_date;
+    let owned = recorded.owns() && recorded.created_date == remote.created_date;
     if !owned {
-        // Adoption (or a resumed create) compares everything once.
+        // Adoption compares everything once; a replaced remote needs no more than the summary,
+        // but the Get is what shows the user its drift.
         return true;
     }
+    // A write (spec change or secret rotation) is fenced on a fresh CreatedDate, never on an
+    // inventory snapshot that may predate someone else's delete-and-recreate.
     recorded.updated_date != remote.updated_date
         || recorded.spec_hash.as_deref() != Some(&desired.spec_hash)
+        || recorded.secret_hash.as_deref() != Some(&desired.secret_hash)
 }
 
 /// Names of remote fields that differ from the desired state. Secret values cannot be read back
-/// (Get masks them), so for secret keys only their presence is compared.
+/// (Get masks them), so for secret keys only their presence is compared. `ramRole` and
+/// `resourceGroupId` are compared only when the spec sets them: OOS cannot clear them (an
+/// Update that omits them keeps them), so an unset field means "not managed", and removing one
+/// from the spec is refused at admission.
 pub fn diff(desired: &Desired, remote: &RemoteSummary, detail: &RemoteDetail) -> Vec<String> {
     let mut changed = Vec::new();
     if remote.chat_type != desired.chat_type {
         changed.push("type".to_string());
     }
-    if remote.ram_role != desired.ram_role {
+    if desired.ram_role.is_some() && remote.ram_role != desired.ram_role {
         changed.push("ramRole".to_string());
     }
-    if detail.resource_group_id.is_some() && detail.resource_group_id != desired.resource_group_id {
+    if desired.resource_group_id.is_some() && detail.resource_group_id != desired.resource_group_id
+    {
         changed.push("resourceGroupId".to_string());
     }
     for (key, want) in &desired.configuration {
@@ -168,12 +212,65 @@ pub fn diff(desired: &Desired, remote: &RemoteSummary, detail: &RemoteDetail) ->
     changed
 }
 
+/// [`spec_hash`] of what a remote holds, reading secret keys as the desired state names them
+/// (their values are masked): equal to the hash a Create of the same configuration recorded.
+pub fn remote_spec_hash(
+    desired: &Desired,
+    remote: &RemoteSummary,
+    detail: &RemoteDetail,
+) -> Option<String> {
+    let mut configuration = BTreeMap::new();
+    let mut secret_keys = Vec::new();
+    for (k, v) in &detail.configuration {
+        if desired.secret_keys.contains(k) {
+            secret_keys.push(k.clone());
+        } else {
+            // A non-string value can never equal what we send (always strings).
+            configuration.insert(k.clone(), v.as_str()?.to_string());
+        }
+    }
+    Some(spec_hash(
+        &remote.chat_type,
+        remote.ram_role.as_deref(),
+        detail.resource_group_id.as_deref(),
+        &configuration,
+        &secret_keys,
+    ))
+}
+
+/// Whether `remote` is the configuration the pending Create made: created no earlier than the
+/// request (minus clock skew) and holding exactly the non-secret configuration it sent.
+pub fn is_own_pending_create(
+    pending: &PendingCreate,
+    desired: &Desired,
+    remote: &RemoteSummary,
+    detail: Option<&RemoteDetail>,
+) -> bool {
+    let recent = remote
+        .created_date
+        .is_some_and(|created| created >= pending.requested_at - CREATE_CLOCK_SKEW);
+    let same = match (detail, &pending.spec_hash) {
+        (Some(d), Some(sent)) => remote_spec_hash(desired, remote, d).as_deref() == Some(sent),
+        _ => false,
+    };
+    recent && same
+}
+
 /// The outcome of planning: the action and the drift found (field names only).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
     pub plan: Plan,
     pub drift: Vec<String>,
 }
+
+fn conflict(reason: &'static str, message: impl Into<String>) -> Plan {
+    Plan::Conflict {
+        reason,
+        message: message.into(),
+    }
+}
+
+const ACCOUNT_CHANGED: &str = "the credentials in use are not the ones that wrote the remote configuration, and it is not visible with them (another account?); restore the previous credentialsRef, or delete this object with the force-orphan annotation and create a new one";
 
 /// Plans the reconcile of a live (not deleting) object. `detail` is present when the observe
 /// phase called Get (see [`needs_detail`]).
@@ -183,32 +280,27 @@ pub fn plan(
     remote: Option<&RemoteSummary>,
     detail: Option<&RemoteDetail>,
 ) -> Decision {
-    let nothing = |drift: Vec<String>| Decision {
-        plan: Plan::Nothing,
-        drift,
-    };
     let Some(remote) = remote else {
         let plan = if desired.management == ManagementPolicy::ObserveOnly {
-            Plan::Conflict {
-                reason: "RemoteNotFound",
-                message:
-                    "managementPolicy is ObserveOnly and the remote configuration does not exist"
-                        .into(),
-            }
-        } else if recorded.created_date.is_some() {
+            conflict(
+                "RemoteNotFound",
+                "managementPolicy is ObserveOnly and the remote configuration does not exist",
+            )
+        } else if recorded.owns() && recorded.credentials_changed {
+            conflict("AccountChanged", ACCOUNT_CHANGED)
+        } else if recorded.owns() {
             match desired.on_remote_deleted {
                 RemoteDeletedPolicy::Recreate => Plan::Recreate,
-                RemoteDeletedPolicy::Stall => Plan::Conflict {
-                    reason: "RemoteDeleted",
-                    message: "the remote configuration this object created was deleted out of band"
-                        .into(),
-                },
+                RemoteDeletedPolicy::Stall => conflict(
+                    "RemoteDeleted",
+                    "the remote configuration this object created was deleted out of band",
+                ),
             }
         } else if desired.adoption == AdoptionPolicy::Adopt {
-            Plan::Conflict {
-                reason: "AdoptionTargetNotFound",
-                message: "adoptionPolicy is Adopt but no remote configuration with this name exists; use AdoptOrCreate to create it".into(),
-            }
+            conflict(
+                "AdoptionTargetNotFound",
+                "adoptionPolicy is Adopt but no remote configuration with this name exists; use AdoptOrCreate to create it",
+            )
         } else {
             Plan::Create
         };
@@ -219,88 +311,89 @@ pub fn plan(
     };
 
     let drift = detail.map(|d| diff(desired, remote, d)).unwrap_or_default();
+    let decision = |plan| Decision {
+        plan,
+        drift: drift.clone(),
+    };
 
     if desired.management == ManagementPolicy::ObserveOnly {
-        return nothing(drift);
+        return decision(Plan::Nothing);
+    }
+
+    // Our own interrupted Create (first create or recreate) comes before any ownership check:
+    // its CreatedDate is new, and it holds what we sent.
+    if let Some(pending) = &recorded.pending
+        && is_own_pending_create(pending, desired, remote, detail)
+        && recorded.created_date != remote.created_date
+    {
+        let mut changed = drift.clone();
+        if pending.secret_hash.as_deref() != Some(&desired.secret_hash) {
+            changed.extend(secret_fields(desired));
+        }
+        changed.sort();
+        changed.dedup();
+        return decision(Plan::Adopt {
+            changed,
+            resumed: true,
+        });
     }
 
     if let Some(recorded_created) = recorded.created_date {
         if remote.created_date != Some(recorded_created) {
-            return Decision {
-                plan: Plan::Conflict {
-                    reason: "RemoteReplaced",
-                    message: format!(
-                        "the remote configuration was deleted and recreated out of band (CreatedDate {}, this object created it at {})",
-                        remote
-                            .created_date
-                            .map(|d| d.to_rfc3339())
-                            .unwrap_or_else(|| "unknown".into()),
-                        recorded_created.to_rfc3339()
-                    ),
-                },
-                drift,
-            };
+            if recorded.credentials_changed {
+                return decision(conflict("AccountChanged", ACCOUNT_CHANGED));
+            }
+            return decision(conflict(
+                "RemoteReplaced",
+                "the remote configuration was deleted and recreated out of band (its CreatedDate is not the one this object recorded); delete this object with the force-orphan annotation, or adopt the new configuration with a new object",
+            ));
         }
-    } else {
-        let resumed = match (recorded.create_requested_at, remote.created_date) {
-            (Some(requested), Some(created)) => created >= requested - CREATE_CLOCK_SKEW,
-            _ => false,
-        };
-        if !resumed && desired.adoption == AdoptionPolicy::Refuse {
-            return Decision {
-                plan: Plan::Conflict {
-                    reason: "AlreadyExists",
-                    message: "a remote configuration with this name exists and was not created by this object; set spec.adoptionPolicy to Adopt or AdoptOrCreate to take it over".into(),
-                },
-                drift,
-            };
-        }
-        // Secrets cannot be read back, so taking a remote over always sends them.
+        // Owned.
         let mut changed = drift.clone();
-        changed.extend(
-            desired
-                .secret_keys
-                .iter()
-                .map(|k| format!("configuration.{k}")),
-        );
+        if recorded.secret_hash.as_deref() != Some(&desired.secret_hash) {
+            changed.extend(secret_fields(desired));
+        }
         changed.sort();
         changed.dedup();
-        return Decision {
-            plan: Plan::Adopt { changed, resumed },
-            drift,
+        return if changed.is_empty() {
+            decision(Plan::Nothing)
+        } else {
+            decision(Plan::Update { changed })
         };
     }
 
-    // Owned.
-    let mut changed = drift.clone();
-    if recorded.secret_hash.as_deref() != Some(&desired.secret_hash) {
-        changed.extend(
-            desired
-                .secret_keys
-                .iter()
-                .map(|k| format!("configuration.{k}")),
-        );
+    if desired.adoption == AdoptionPolicy::Refuse {
+        return decision(conflict(
+            "AlreadyExists",
+            "a remote configuration with this name exists and was not created by this object; set spec.adoptionPolicy to Adopt or AdoptOrCreate to take it over",
+        ));
     }
+    // Secrets cannot be read back, so taking a remote over always sends them.
+    let mut changed = drift.clone();
+    changed.extend(secret_fields(desired));
     changed.sort();
     changed.dedup();
-    if changed.is_empty() {
-        nothing(drift)
-    } else {
-        Decision {
-            plan: Plan::Update { changed },
-            drift,
-        }
-    }
+    decision(Plan::Adopt {
+        changed,
+        resumed: false,
+    })
 }
 
-/// What deletion does.
+fn secret_fields(desired: &Desired) -> impl Iterator<Item = String> + '_ {
+    desired
+        .secret_keys
+        .iter()
+        .map(|k| format!("configuration.{k}"))
+}
+
+/// What deletion does, before looking at the remote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeletePlan {
-    /// Call DeleteChatConfiguration (not-found counts as done).
+    /// Delete the remote if it is still the one this object owns (see [`delete_fence`]).
     Delete,
     /// Keep the remote (policy Orphan, ObserveOnly, or the force-orphan annotation).
     Orphan,
-    /// This object never owned a remote: nothing to delete.
+    /// This object never wrote a remote: nothing to delete.
     NotOwned,
 }
 
@@ -310,7 +403,7 @@ pub fn plan_delete(
     force_orphan: bool,
     recorded: &Recorded,
 ) -> DeletePlan {
-    if recorded.created_date.is_none() && recorded.create_requested_at.is_none() {
+    if !recorded.owns() && recorded.pending.is_none() {
         DeletePlan::NotOwned
     } else if force_orphan
         || management == ManagementPolicy::ObserveOnly
@@ -319,6 +412,34 @@ pub fn plan_delete(
         DeletePlan::Orphan
     } else {
         DeletePlan::Delete
+    }
+}
+
+/// The ownership fence in front of DeleteChatConfiguration, decided on a fresh Get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fence {
+    /// The remote is the one this object owns: delete it.
+    Delete,
+    /// Nothing by that name exists any more: done.
+    Gone,
+    /// Someone else's configuration holds the name: leave it.
+    NotOwned,
+}
+
+pub fn delete_fence(
+    desired: &Desired,
+    recorded: &Recorded,
+    remote: Option<(&RemoteSummary, &RemoteDetail)>,
+) -> Fence {
+    let Some((remote, detail)) = remote else {
+        return Fence::Gone;
+    };
+    if recorded.owns() && remote.created_date == recorded.created_date {
+        return Fence::Delete;
+    }
+    match &recorded.pending {
+        Some(p) if is_own_pending_create(p, desired, remote, Some(detail)) => Fence::Delete,
+        _ => Fence::NotOwned,
     }
 }
 
@@ -333,16 +454,24 @@ mod tests {
     }
 
     fn desired() -> Desired {
+        let configuration = BTreeMap::from([
+            ("DingTalkClientId".into(), "id-1".into()),
+            ("DingTalkTemplateId".into(), "tpl".into()),
+        ]);
+        let secret_keys = vec!["DingTalkClientSecret".to_string()];
         Desired {
             chat_type: "DingTalk".into(),
             ram_role: Some("OOSServiceRole".into()),
             resource_group_id: None,
-            configuration: BTreeMap::from([
-                ("DingTalkClientId".into(), "id-1".into()),
-                ("DingTalkTemplateId".into(), "tpl".into()),
-            ]),
-            secret_keys: vec!["DingTalkClientSecret".into()],
-            spec_hash: "spec-1".into(),
+            spec_hash: spec_hash(
+                "DingTalk",
+                Some("OOSServiceRole"),
+                None,
+                &configuration,
+                &secret_keys,
+            ),
+            configuration,
+            secret_keys,
             secret_hash: "sec-1".into(),
             ..Default::default()
         }
@@ -373,9 +502,29 @@ mod tests {
         Recorded {
             created_date: Some(t(created)),
             updated_date: Some(t(updated)),
-            spec_hash: Some("spec-1".into()),
+            spec_hash: Some(desired().spec_hash),
             secret_hash: Some("sec-1".into()),
-            create_requested_at: None,
+            ..Default::default()
+        }
+    }
+
+    fn pending(at: u32, secret: &str) -> PendingCreate {
+        PendingCreate {
+            requested_at: t(at),
+            spec_hash: Some(desired().spec_hash),
+            secret_hash: Some(secret.into()),
+        }
+    }
+
+    fn summary(p: &Plan) -> String {
+        match p {
+            Plan::Conflict { reason, .. } => format!("Conflict:{reason}"),
+            Plan::Update { changed } => format!("Update:{}", changed.join(",")),
+            Plan::Adopt {
+                resumed: true,
+                changed,
+            } => format!("Adopt:resumed:{}", changed.join(",")),
+            other => other.verb().to_string(),
         }
     }
 
@@ -399,8 +548,20 @@ mod tests {
         let mut role_changed = remote(0, 9);
         role_changed.ram_role = Some("Other".into());
         let crashed = Recorded {
-            create_requested_at: Some(t(10)),
+            pending: Some(pending(10, "sec-1")),
             ..Default::default()
+        };
+        let crashed_rotated_since = Recorded {
+            pending: Some(pending(10, "sec-0")),
+            ..Default::default()
+        };
+        let recreating = Recorded {
+            pending: Some(pending(10, "sec-1")),
+            ..owned(0, 1)
+        };
+        let moved = Recorded {
+            credentials_changed: true,
+            ..owned(0, 1)
         };
 
         let fresh = Recorded::default();
@@ -455,6 +616,14 @@ mod tests {
                 "Conflict:RemoteDeleted",
             ),
             (
+                "absent, other credentials -> never a second remote",
+                &d,
+                &moved,
+                None,
+                None,
+                "Conflict:AccountChanged",
+            ),
+            (
                 "absent, observe only",
                 &d_observe,
                 &fresh,
@@ -487,12 +656,20 @@ mod tests {
                 "Adopt",
             ),
             (
-                "crashed create resumes even with Refuse",
+                "interrupted create resumes even with Refuse; secrets unchanged, no write",
                 &d,
                 &crashed,
                 Some(remote(11, 11)),
                 Some(detail_matching()),
-                "Adopt:resumed",
+                "Adopt:resumed:",
+            ),
+            (
+                "interrupted create resumes; secrets rotated since, re-sent",
+                &d,
+                &crashed_rotated_since,
+                Some(remote(11, 11)),
+                Some(detail_matching()),
+                "Adopt:resumed:configuration.DingTalkClientSecret",
             ),
             (
                 "older remote than our create request is not ours",
@@ -501,6 +678,38 @@ mod tests {
                 Some(remote(1, 1)),
                 Some(detail_matching()),
                 "Conflict:AlreadyExists",
+            ),
+            (
+                "newer remote with another configuration is not ours",
+                &d,
+                &crashed,
+                Some(remote(11, 11)),
+                Some(drifted.clone()),
+                "Conflict:AlreadyExists",
+            ),
+            (
+                "pending create cannot be matched without Get",
+                &d,
+                &crashed,
+                Some(remote(11, 11)),
+                None,
+                "Conflict:AlreadyExists",
+            ),
+            (
+                "interrupted recreate resumes its own remote",
+                &d,
+                &recreating,
+                Some(remote(11, 11)),
+                Some(detail_matching()),
+                "Adopt:resumed:",
+            ),
+            (
+                "interrupted recreate, someone else's remote",
+                &d,
+                &recreating,
+                Some(remote(11, 11)),
+                Some(drifted.clone()),
+                "Conflict:RemoteReplaced",
             ),
             (
                 "owned, unchanged",
@@ -543,12 +752,28 @@ mod tests {
                 "Nothing",
             ),
             (
+                "owned, new credentials of the same account",
+                &d,
+                &moved,
+                Some(remote(0, 1)),
+                None,
+                "Nothing",
+            ),
+            (
                 "deleted and recreated out of band",
                 &d,
                 &own,
                 Some(remote(5, 5)),
                 Some(detail_matching()),
                 "Conflict:RemoteReplaced",
+            ),
+            (
+                "other credentials see another remote",
+                &d,
+                &moved,
+                Some(remote(5, 5)),
+                Some(detail_matching()),
+                "Conflict:AccountChanged",
             ),
             (
                 "observe only never writes",
@@ -561,14 +786,145 @@ mod tests {
         ];
         for (name, desired, recorded, remote, detail, want) in cases {
             let got = plan(desired, recorded, remote.as_ref(), detail.as_ref());
-            let summary = match &got.plan {
-                Plan::Conflict { reason, .. } => format!("Conflict:{reason}"),
-                Plan::Update { changed } => format!("Update:{}", changed.join(",")),
-                Plan::Adopt { resumed: true, .. } => "Adopt:resumed".into(),
-                other => other.verb().to_string(),
-            };
-            assert_eq!(summary, want, "case: {name}");
+            assert_eq!(summary(&got.plan), want, "case: {name}");
         }
+    }
+
+    /// Every API field × {added, changed, removed} converges to one Update, or is refused at
+    /// admission (ramRole / resourceGroupId removal, see crd.rs), never an endless Update: after
+    /// the Update the remote equals the desired state and the plan is Nothing.
+    #[test]
+    fn field_table_converges() {
+        // Applies what an Update of `d` writes (OOS keeps RamRole/ResourceGroupId it is not
+        // given and replaces Configuration whole; the assumptions of docs/emulator.md A10).
+        fn after_update(
+            d: &Desired,
+            remote: &RemoteSummary,
+            detail: &RemoteDetail,
+        ) -> (RemoteSummary, RemoteDetail) {
+            let mut r = remote.clone();
+            let mut x = detail.clone();
+            r.chat_type = d.chat_type.clone();
+            if d.ram_role.is_some() {
+                r.ram_role = d.ram_role.clone();
+            }
+            if d.resource_group_id.is_some() {
+                x.resource_group_id = d.resource_group_id.clone();
+            }
+            x.configuration = d
+                .configuration
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .chain(
+                    d.secret_keys
+                        .iter()
+                        .map(|k| (k.clone(), serde_json::Value::String("******".into()))),
+                )
+                .collect();
+            (r, x)
+        }
+        let base = desired();
+        let with = |f: &dyn Fn(&mut Desired)| {
+            let mut d = desired();
+            f(&mut d);
+            d
+        };
+        let cases: Vec<(&str, Desired)> = vec![
+            (
+                "ramRole changed",
+                with(&|d| d.ram_role = Some("Other".into())),
+            ),
+            (
+                "ramRole added",
+                with(&|d| d.ram_role = Some("OOSServiceRole".into())),
+            ),
+            (
+                "resourceGroupId added",
+                with(&|d| d.resource_group_id = Some("rg-1".into())),
+            ),
+            (
+                "resourceGroupId changed",
+                with(&|d| d.resource_group_id = Some("rg-2".into())),
+            ),
+            (
+                "configuration key added",
+                with(&|d| {
+                    d.configuration.insert("Extra".into(), "x".into());
+                }),
+            ),
+            (
+                "configuration key changed",
+                with(&|d| {
+                    d.configuration
+                        .insert("DingTalkTemplateId".into(), "tpl-2".into());
+                }),
+            ),
+            (
+                "configuration key removed",
+                with(&|d| {
+                    d.configuration.remove("DingTalkTemplateId");
+                }),
+            ),
+            (
+                "secret key added",
+                with(&|d| d.secret_keys.push("ExtraSecret".into())),
+            ),
+            ("secret key removed", with(&|d| d.secret_keys.clear())),
+            (
+                "client secret changed",
+                with(&|d| d.secret_hash = "sec-2".into()),
+            ),
+        ];
+        let mut remote_rg = detail_matching();
+        remote_rg.resource_group_id = Some("rg-1".into());
+        for (name, mut d) in cases {
+            d.spec_hash = spec_hash(
+                &d.chat_type,
+                d.ram_role.as_deref(),
+                d.resource_group_id.as_deref(),
+                &d.configuration,
+                &d.secret_keys,
+            );
+            let rec = owned(0, 1);
+            let mut remote = remote(0, 1);
+            if name == "ramRole added" {
+                remote.ram_role = None;
+            }
+            let detail = if name == "resourceGroupId changed" {
+                remote_rg.clone()
+            } else {
+                detail_matching()
+            };
+            let first = plan(&d, &rec, Some(&remote), Some(&detail));
+            let Plan::Update { changed } = &first.plan else {
+                panic!("{name}: expected one Update, got {:?}", first.plan);
+            };
+            assert!(!changed.is_empty(), "{name}");
+            let (remote2, detail2) = after_update(&d, &remote, &detail);
+            let rec2 = Recorded {
+                secret_hash: Some(d.secret_hash.clone()),
+                spec_hash: Some(d.spec_hash.clone()),
+                ..rec
+            };
+            let second = plan(&d, &rec2, Some(&remote2), Some(&detail2));
+            assert_eq!(
+                second.plan,
+                Plan::Nothing,
+                "{name}: converged after one Update"
+            );
+            assert!(second.drift.is_empty(), "{name}: no drift left");
+        }
+        // A spec without ramRole/resourceGroupId does not manage them: an adopted remote that
+        // has them is not drift (the API could not clear them anyway).
+        let mut unmanaged = base.clone();
+        unmanaged.ram_role = None;
+        let decision = plan(
+            &unmanaged,
+            &owned(0, 1),
+            Some(&remote(0, 1)),
+            Some(&remote_rg),
+        );
+        assert_eq!(decision.plan, Plan::Nothing);
     }
 
     #[test]
@@ -596,7 +952,6 @@ mod tests {
 
     #[test]
     fn masked_secret_never_counts_as_drift() {
-        // Get returns "******": presence matches, so no Update because of masking.
         let decision = plan(
             &desired(),
             &owned(0, 1),
@@ -608,21 +963,17 @@ mod tests {
     }
 
     #[test]
-    fn adopt_always_sends_secrets() {
-        let mut d = desired();
-        d.adoption = AdoptionPolicy::Adopt;
-        let decision = plan(
-            &d,
-            &Recorded::default(),
-            Some(&remote(0, 1)),
-            Some(&detail_matching()),
-        );
+    fn remote_hash_matches_the_desired_hash_of_the_same_configuration() {
+        let d = desired();
         assert_eq!(
-            decision.plan,
-            Plan::Adopt {
-                changed: vec!["configuration.DingTalkClientSecret".into()],
-                resumed: false
-            }
+            remote_spec_hash(&d, &remote(0, 1), &detail_matching()).as_deref(),
+            Some(d.spec_hash.as_str())
+        );
+        let mut other = detail_matching();
+        other.resource_group_id = Some("rg".into());
+        assert_ne!(
+            remote_spec_hash(&d, &remote(0, 1), &other).as_deref(),
+            Some(d.spec_hash.as_str())
         );
     }
 
@@ -648,16 +999,24 @@ mod tests {
             needs_detail(&d, &Recorded::default(), &remote(0, 1), false),
             "not owned yet"
         );
+        let pending_create = Recorded {
+            pending: Some(pending(3, "sec-1")),
+            ..owned(0, 1)
+        };
+        assert!(
+            needs_detail(&d, &pending_create, &remote(0, 1), false),
+            "a pending create is matched on the configuration"
+        );
         let mut rotated = desired();
         rotated.secret_hash = "sec-2".into();
         assert!(
-            !needs_detail(&rotated, &owned(0, 1), &remote(0, 1), false),
-            "rotation needs no Get"
+            needs_detail(&rotated, &owned(0, 1), &remote(0, 1), false),
+            "a rotation writes, so it is fenced on a fresh Get"
         );
     }
 
     #[test]
-    fn delete_plans() {
+    fn delete_plans_and_fence() {
         let o = owned(0, 1);
         let m = ManagementPolicy::Manage;
         assert_eq!(
@@ -685,13 +1044,40 @@ mod tests {
             plan_delete(DeletionPolicy::Delete, m, false, &Recorded::default()),
             DeletePlan::NotOwned
         );
-        let pending = Recorded {
-            create_requested_at: Some(t(3)),
+        let in_flight = Recorded {
+            pending: Some(pending(10, "sec-1")),
             ..Default::default()
         };
         assert_eq!(
-            plan_delete(DeletionPolicy::Delete, m, false, &pending),
+            plan_delete(DeletionPolicy::Delete, m, false, &in_flight),
             DeletePlan::Delete
+        );
+
+        let d = desired();
+        let detail = detail_matching();
+        assert_eq!(delete_fence(&d, &o, None), Fence::Gone);
+        assert_eq!(
+            delete_fence(&d, &o, Some((&remote(0, 5), &detail))),
+            Fence::Delete
+        );
+        assert_eq!(
+            delete_fence(&d, &o, Some((&remote(7, 7), &detail))),
+            Fence::NotOwned,
+            "replaced out of band: someone else's"
+        );
+        assert_eq!(
+            delete_fence(&d, &in_flight, Some((&remote(11, 11), &detail))),
+            Fence::Delete,
+            "our own ambiguous create"
+        );
+        assert_eq!(
+            delete_fence(&d, &in_flight, Some((&remote(1, 1), &detail))),
+            Fence::NotOwned,
+            "older than our request"
+        );
+        assert_eq!(
+            delete_fence(&d, &Recorded::default(), Some((&remote(1, 1), &detail))),
+            Fence::NotOwned
         );
     }
 }

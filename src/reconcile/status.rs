@@ -1,10 +1,15 @@
 //! Status: conditions with kstatus semantics, written with server-side apply only when they
-//! changed semantically (so a no-op resync makes no Kubernetes write).
+//! changed semantically (so a no-op resync or a retry in the same state makes no Kubernetes
+//! write), plus the one log line and event per change of state.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use kube::api::{Patch, PatchParams};
+use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
+use tracing::{debug, info, warn};
 
+use super::error::Error;
+use super::{Context, object_key};
 use crate::crd::{ChatConfiguration, ChatConfigurationStatus, Condition, condition_types as ct};
 
 pub const FIELD_MANAGER: &str = "oos-chat-operator";
@@ -100,6 +105,82 @@ pub fn carry_transition_times(new: &mut [Condition], old: &[Condition], now: &st
             _ => now.to_string(),
         };
     }
+}
+
+/// The health an error leaves the object in.
+pub fn health_of(e: &Error) -> Health {
+    let message = e.condition_message();
+    match e {
+        Error::SecretMissing { .. } => Health::Progressing {
+            reason: e.reason(),
+            message: format!("waiting for {message}"),
+        },
+        _ if e.is_retryable() => Health::Progressing {
+            reason: e.reason(),
+            message: format!("retrying: {message}"),
+        },
+        _ => Health::Stalled {
+            reason: e.reason(),
+            message,
+        },
+    }
+}
+
+/// `(status, reason)` of the Ready condition: what a change of state is measured on.
+fn ready_state(status: &ChatConfigurationStatus) -> Option<(String, String)> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == ct::READY)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// Turns a reconcile's end into conditions and writes them if anything changed. On a change of
+/// state (Ready's status or reason) it logs one line (`warn` when Stalled, with the error code
+/// and RequestId) and publishes one Warning event for a failure; a retry in the same state
+/// writes nothing, logs at debug only and publishes nothing.
+pub async fn report(
+    ctx: &Context,
+    api: &Api<ChatConfiguration>,
+    obj: &ChatConfiguration,
+    mut status: ChatConfigurationStatus,
+    health: Health,
+    dry_run: Option<String>,
+    error: Option<&Error>,
+) -> kube::Result<()> {
+    let before = ready_state(&ctx.current_status(obj));
+    status.conditions = conditions(&health, obj.metadata.generation, dry_run.as_deref());
+    let after = ready_state(&status);
+    ctx.write_status(api, obj, status).await?;
+    let object = object_key(obj);
+    let code = error.and_then(Error::code).unwrap_or("-");
+    let request_id = error.and_then(Error::request_id).unwrap_or("-");
+    if before == after {
+        if let Some(e) = error {
+            debug!(%object, reason = e.reason(), code, request_id, error = %e, "still failing");
+        }
+        return Ok(());
+    }
+    match (&health, error) {
+        (Health::Stalled { reason, message }, e) => {
+            let detail = e.map(ToString::to_string).unwrap_or_default();
+            warn!(%object, reason, code, request_id, error = %detail, "stalled: {message}");
+            ctx.event(obj, EventType::Warning, reason, message.clone())
+                .await;
+        }
+        (Health::Progressing { reason, message }, Some(e)) => {
+            info!(%object, reason, code, request_id, error = %e, "failing, will retry: {message}");
+            ctx.event(obj, EventType::Warning, reason, message.clone())
+                .await;
+        }
+        (Health::Progressing { reason, .. }, None) => {
+            debug!(%object, reason, "progressing");
+        }
+        (Health::Ready { reason, .. }, _) => {
+            info!(%object, reason, "ready");
+        }
+    }
+    Ok(())
 }
 
 /// Writes `status` unless it equals `current`. Returns what was written, if anything.

@@ -126,8 +126,25 @@ pub fn oos_client(endpoint: String) -> OosClient {
     .unwrap()
 }
 
+/// The controller settings the harness uses unless a test says otherwise: fast per-object
+/// backoff, the test region as the default.
+pub fn test_settings(resync: Duration) -> Settings {
+    Settings {
+        default_region: Some(REGION.into()),
+        resync_interval: resync,
+        retry_base_delay: Duration::from_millis(200),
+        retry_max_delay: Duration::from_secs(5),
+        ..Settings::default()
+    }
+}
+
 impl Harness {
     pub async fn start(prefix: &str, resync: Duration) -> Self {
+        Self::start_with(prefix, test_settings(resync)).await
+    }
+
+    /// A fresh namespace and emulator, and the controller with `settings`.
+    pub async fn start_with(prefix: &str, settings: Settings) -> Self {
         log_buffer();
         let cp = control_plane();
         let client = cp.client().await;
@@ -146,27 +163,52 @@ impl Harness {
         .await
         .expect("emulator starts");
         let oos = oos_client(emulator.endpoint());
-        let metrics = Arc::new(Metrics::default());
-        let settings = Settings {
-            default_region: Some(REGION.into()),
-            resync_interval: resync,
-            retry_base_delay: Duration::from_millis(200),
-            retry_max_delay: Duration::from_secs(5),
-            ..Settings::default()
-        };
-        let ctx = Context::new(client.clone(), oos.clone(), settings, metrics.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let controller = tokio::spawn(reconcile::run(ctx, vec![ns.clone()], 4, async move {
-            let _ = rx.await;
-        }));
-        Harness {
+        let mut h = Harness {
             client,
             ns,
             emulator,
             oos,
-            metrics,
-            stop: Some(tx),
-            controller: Some(controller),
+            metrics: Arc::new(Metrics::default()),
+            stop: None,
+            controller: None,
+        };
+        h.start_controller(settings);
+        h
+    }
+
+    /// Starts a controller process stand-in: a new context (no caches, no in-memory state
+    /// carried over), its own OOS client and metrics.
+    pub fn start_controller(&mut self, settings: Settings) {
+        assert!(
+            self.controller.is_none(),
+            "stop the running controller first"
+        );
+        self.metrics = Arc::new(Metrics::default());
+        let ctx = Context::new(
+            self.client.clone(),
+            oos_client(self.emulator.endpoint()),
+            settings,
+            self.metrics.clone(),
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        self.controller = Some(tokio::spawn(reconcile::run(
+            ctx,
+            vec![self.ns.clone()],
+            4,
+            async move {
+                let _ = rx.await;
+            },
+        )));
+        self.stop = Some(tx);
+    }
+
+    /// Stops the controller (as a process exit would), keeping namespace and emulator.
+    pub async fn stop_controller(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.controller.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
         }
     }
 
@@ -293,13 +335,105 @@ impl Harness {
     }
 
     pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(h) = self.controller.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
-        }
+        self.stop_controller().await;
         self.emulator.shutdown().await;
+    }
+
+    /// Writes into `name`'s status what an operator process writes just before calling Create
+    /// (time, non-secret configuration hash, secret HMAC for `client_secret` under the
+    /// harness's empty hash key), as that process's field manager, on top of its current
+    /// status: the state a crash between Create and the next status write leaves behind.
+    pub async fn record_create_intent(
+        &self,
+        name: &str,
+        client_secret: &str,
+        requested: chrono::DateTime<chrono::Utc>,
+    ) {
+        use oos_chat_operator::reconcile::observe;
+        let obj = self.objects().get(name).await.unwrap();
+        let desired =
+            observe::desired_without_secrets(&obj, Default::default()).expect("valid spec");
+        let values = BTreeMap::from([(
+            "DingTalkClientSecret".to_string(),
+            oos_client::secret::SecretString::from(client_secret),
+        )]);
+        let secret_hash = observe::secret_hmac(b"", obj.metadata.uid.as_deref().unwrap(), &values);
+        let mut status = serde_json::to_value(obj.status.clone().unwrap_or_default()).unwrap();
+        status["createRequestedAt"] =
+            json!(requested.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        status["createRequestedSpecHash"] = json!(desired.spec_hash);
+        status["createRequestedSecretHash"] = json!(secret_hash);
+        let patch = json!({"apiVersion": "oos.chatops.dev/v1alpha1", "kind": "ChatConfiguration",
+                           "status": status});
+        self.objects()
+            .patch_status(
+                name,
+                &PatchParams::apply("oos-chat-operator").force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The Ready condition's `(status, reason, message)`.
+    pub async fn ready(&self, name: &str) -> Option<(String, String, String)> {
+        let obj = self.objects().get(name).await.ok()?;
+        obj.status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| (c.status, c.reason, c.message))
+    }
+
+    /// Remote calls the emulator received for configuration `name` (any action naming it).
+    pub fn calls_for(&self, name: &str) -> Vec<oos_emulator::LoggedRequest> {
+        self.emulator
+            .requests()
+            .into_iter()
+            .filter(|r| r.params.get("Name").map(String::as_str) == Some(name))
+            .collect()
+    }
+
+    /// Remote calls the emulator received signed with access key `id`.
+    pub fn calls_by_key(&self, id: &str) -> usize {
+        self.emulator
+            .requests()
+            .iter()
+            .filter(|r| r.access_key_id.as_deref() == Some(id))
+            .count()
+    }
+
+    /// Events about object `name` in this namespace: `(type, reason, note)`.
+    pub async fn events_for(&self, name: &str) -> Vec<(String, String, String)> {
+        let api: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client.clone(), &self.ns);
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .map(|e| {
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.note.unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    pub async fn wait_gone(&self, name: &str) {
+        let api = self.objects();
+        wait_for(WAIT, || {
+            let api = api.clone();
+            async move {
+                anyhow::ensure!(api.get_opt(name).await?.is_none(), "still present");
+                Ok(())
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{name}: waiting for deletion: {e}"));
     }
 }
 
