@@ -10,8 +10,9 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use super::credentials::{CredentialProvider, Credentials};
-use super::error::OosError;
+use super::error::{OosError, error_code_message, json_field};
 use super::ratelimit::TokenBucket;
+use super::secret::ExposeSecret;
 use super::signer::{self, EMPTY_PAYLOAD_HASH, SigningRequest, percent_encode};
 use super::types::*;
 
@@ -442,9 +443,9 @@ impl OosClient {
         self.inner.config.rate_limiter.acquire().await;
         let creds = self.credentials.credentials().await?;
         let mut secrets: Vec<&str> = scrub.iter().map(String::as_str).collect();
-        secrets.push(creds.access_key_secret.expose());
+        secrets.push(creds.access_key_secret.expose_secret());
         if let Some(t) = &creds.security_token {
-            secrets.push(t.expose());
+            secrets.push(t.expose_secret());
         }
 
         let req = build_request(action, &target, params, &creds, &Utc::now(), &nonce());
@@ -514,11 +515,11 @@ fn build_request(
         ("x-acs-content-sha256".into(), EMPTY_PAYLOAD_HASH.into()),
     ];
     if let Some(t) = &creds.security_token {
-        headers.push(("x-acs-security-token".into(), t.expose().to_owned()));
+        headers.push(("x-acs-security-token".into(), t.expose_secret().to_owned()));
     }
     let signature = signer::sign(
         &creds.access_key_id,
-        creds.access_key_secret.expose(),
+        creds.access_key_secret.expose_secret(),
         &SigningRequest {
             method: "POST",
             path: &target.path,
@@ -550,30 +551,6 @@ fn transport_error(e: reqwest::Error) -> OosError {
     OosError::Transport(text)
 }
 
-fn field(obj: &serde_json::Map<String, serde_json::Value>, names: &[&str]) -> Option<String> {
-    names
-        .iter()
-        .find_map(|n| obj.get(*n))
-        .and_then(|v| v.as_str())
-        .map(str::to_owned)
-}
-
-/// `Code`/`code` and `Message`/`message` of an Alibaba error body, if it is JSON.
-pub(crate) fn error_code_message(body: &[u8]) -> (String, String) {
-    let obj = serde_json::from_slice::<serde_json::Value>(body).ok();
-    let obj = obj.as_ref().and_then(|v| v.as_object());
-    match obj {
-        Some(o) => (
-            field(o, &["Code", "code"]).unwrap_or_else(|| "Unknown".into()),
-            field(o, &["Message", "message"]).unwrap_or_default(),
-        ),
-        None => (
-            "Unknown".into(),
-            format!("non-JSON error body ({} bytes)", body.len()),
-        ),
-    }
-}
-
 fn api_error(
     status: u16,
     body: &[u8],
@@ -583,7 +560,7 @@ fn api_error(
     let obj = serde_json::from_slice::<serde_json::Value>(body).ok();
     let obj = obj.as_ref().and_then(|v| v.as_object());
     let (code, message) = error_code_message(body);
-    let get = |names: &[&str]| obj.and_then(|o| field(o, names));
+    let get = |names: &[&str]| obj.and_then(|o| json_field(o, names));
     OosError::Api {
         status,
         code,
@@ -674,7 +651,7 @@ fn write_params(
     if let Some(c) = &input.configuration {
         params.push(("Configuration".into(), c.to_json_string()));
         if let Some(s) = &c.ding_talk_client_secret {
-            scrub.push(s.expose().to_owned());
+            scrub.push(s.expose_secret().to_owned());
         }
         for (k, v) in &c.extra {
             if is_sensitive_key(k)

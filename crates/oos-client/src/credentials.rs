@@ -8,20 +8,32 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
+use ini::{Ini, ParseOption};
 use serde::Deserialize;
 
-use crate::secret::SecretString;
+use crate::secret::{ExposeSecret, SecretString, secret_eq};
 
-use super::error::OosError;
+use super::error::{OosError, error_code_message};
 use super::signer::canonical_query;
 use super::types::parse_remote_date;
 
 /// A key pair, optionally temporary (STS token). `Debug` redacts the secret and token.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Credentials {
     pub access_key_id: String,
     pub access_key_secret: SecretString,
     pub security_token: Option<SecretString>,
+}
+
+impl PartialEq for Credentials {
+    fn eq(&self, other: &Self) -> bool {
+        self.access_key_id == other.access_key_id
+            && secret_eq(
+                Some(&self.access_key_secret),
+                Some(&other.access_key_secret),
+            )
+            && secret_eq(self.security_token.as_ref(), other.security_token.as_ref())
+    }
 }
 
 /// Source of credentials. Implementations cache as they see fit; the client calls
@@ -332,7 +344,7 @@ impl OidcCredentials {
                 "OIDCProviderArn".into(),
                 self.config.oidc_provider_arn.clone(),
             ),
-            ("OIDCToken".into(), token.expose().to_owned()),
+            ("OIDCToken".into(), token.expose_secret().to_owned()),
             (
                 "RoleSessionName".into(),
                 self.config.role_session_name.clone(),
@@ -372,8 +384,8 @@ impl OidcCredentials {
             ))
         })?;
         if status != 200 {
-            let (code, message) = super::client::error_code_message(&body);
-            let message = message.replace(token.expose(), "******");
+            let (code, message) = error_code_message(&body);
+            let message = message.replace(token.expose_secret(), "******");
             let text = format!("STS AssumeRoleWithOIDC failed: HTTP {status} {code}: {message}");
             let transient = status >= 500 || status == 429 || code.contains("Throttling");
             return Err(if transient {
@@ -487,19 +499,24 @@ pub fn file_credentials_from(lookup: EnvLookup<'_>) -> Result<Option<StaticCrede
     let text = std::fs::read_to_string(&path)
         .map_err(|e| OosError::credentials(format!("cannot read {}: {e}", path.display())))?;
     let profile = get(lookup, ENV_PROFILE).unwrap_or_else(|| "default".to_owned());
-    let section = ini_section(&text, &profile).ok_or_else(|| {
+    let ini = Ini::load_from_str_opt(
+        &text,
+        // Quotes are stripped; `\` is a plain character (a secret may contain one).
+        ParseOption {
+            enabled_quote: true,
+            enabled_escape: false,
+            ..ParseOption::default()
+        },
+    )
+    // The parser's message names line, column and what it expected, never the text.
+    .map_err(|e| OosError::credentials(format!("cannot parse {}: {e}", path.display())))?;
+    let section = ini.section(Some(profile.as_str())).ok_or_else(|| {
         OosError::credentials(format!(
             "profile [{profile}] not found in {}",
             path.display()
         ))
     })?;
-    let field = |k: &str| {
-        section
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-            .filter(|v| !v.is_empty())
-    };
+    let field = |k: &str| section.get(k).map(str::to_owned).filter(|v| !v.is_empty());
     let kind = field("type").unwrap_or_else(|| "access_key".into());
     if kind != "access_key" {
         return Err(OosError::credentials(format!(
@@ -516,31 +533,6 @@ pub fn file_credentials_from(lookup: EnvLookup<'_>) -> Result<Option<StaticCrede
             path.display()
         ))),
     }
-}
-
-/// Minimal INI reader: `[section]`, `key = value`, `;`/`#` comment lines, optional quotes.
-fn ini_section(text: &str, wanted: &str) -> Option<Vec<(String, String)>> {
-    let mut current: Option<&str> = None;
-    let mut found = false;
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            current = Some(name.trim());
-            found |= name.trim() == wanted;
-            continue;
-        }
-        if current == Some(wanted)
-            && let Some((k, v)) = line.split_once('=')
-        {
-            let v = v.trim().trim_matches('"').trim_matches('\'');
-            out.push((k.trim().to_owned(), v.to_owned()));
-        }
-    }
-    found.then_some(out)
 }
 
 // ---------------------------------------------------------------- default chain
@@ -622,8 +614,11 @@ mod tests {
         let p = env_credentials_from(&e).unwrap().unwrap();
         let c = p.credentials().await.unwrap();
         assert_eq!(c.access_key_id, "AKID");
-        assert_eq!(c.access_key_secret.expose(), "SK-SECRET-1");
-        assert_eq!(c.security_token.as_ref().unwrap().expose(), "TOK-SECRET-2");
+        assert_eq!(c.access_key_secret.expose_secret(), "SK-SECRET-1");
+        assert_eq!(
+            c.security_token.as_ref().unwrap().expose_secret(),
+            "TOK-SECRET-2"
+        );
         assert_eq!(p.kind(), "env");
         let dbg = format!("{p:?} {c:?}");
         assert!(
@@ -734,7 +729,10 @@ mod tests {
             .unwrap();
         let got = c.credentials().await.unwrap();
         assert_eq!(
-            (got.access_key_id.as_str(), got.access_key_secret.expose()),
+            (
+                got.access_key_id.as_str(),
+                got.access_key_secret.expose_secret()
+            ),
             ("OTH", "OTH-SECRET")
         );
         assert_eq!(c.kind(), "profile");
@@ -763,6 +761,48 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(c.credentials().await.unwrap().access_key_id, "DEF");
+    }
+
+    /// What rust-ini has to accept for Alibaba's file: `#` comment lines, CRLF, single and
+    /// double quotes, and `#`, `;`, `\\` and `=` inside values (secrets may contain them).
+    #[tokio::test]
+    async fn credentials_file_syntax() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("creds");
+        std::fs::write(
+            &path,
+            "# leading comment\r\n[default]\r\naccess_key_id = 'SQ'\r\n\
+             access_key_secret = a#b;c\\d=e\r\n[spaced]\naccess_key_id=NS\naccess_key_secret=\"x y\"\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let got = file_credentials_from(&env(&[(ENV_CREDENTIALS_FILE, p)]))
+            .unwrap()
+            .unwrap()
+            .credentials()
+            .await
+            .unwrap();
+        assert_eq!(got.access_key_id, "SQ");
+        assert_eq!(got.access_key_secret.expose_secret(), "a#b;c\\d=e");
+        let got =
+            file_credentials_from(&env(&[(ENV_CREDENTIALS_FILE, p), (ENV_PROFILE, "spaced")]))
+                .unwrap()
+                .unwrap()
+                .credentials()
+                .await
+                .unwrap();
+        assert_eq!(
+            (
+                got.access_key_id.as_str(),
+                got.access_key_secret.expose_secret()
+            ),
+            ("NS", "x y")
+        );
+        // A malformed file is a terminal error naming the position, not the content.
+        std::fs::write(&path, "[default\naccess_key_secret = TOPSECRET\n").unwrap();
+        let e = file_credentials_from(&env(&[(ENV_CREDENTIALS_FILE, p)])).unwrap_err();
+        assert!(!e.is_retryable());
+        assert!(!e.to_string().contains("TOPSECRET"), "{e}");
     }
 
     #[test]

@@ -125,6 +125,34 @@ impl OosError {
     }
 }
 
+/// The first of `names` present in `obj` as a JSON string.
+pub(crate) fn json_field(
+    obj: &serde_json::Map<String, serde_json::Value>,
+    names: &[&str],
+) -> Option<String> {
+    names
+        .iter()
+        .find_map(|n| obj.get(*n))
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
+}
+
+/// `Code`/`code` and `Message`/`message` of an Alibaba error body, if it is JSON.
+pub(crate) fn error_code_message(body: &[u8]) -> (String, String) {
+    let obj = serde_json::from_slice::<serde_json::Value>(body).ok();
+    let obj = obj.as_ref().and_then(|v| v.as_object());
+    match obj {
+        Some(o) => (
+            json_field(o, &["Code", "code"]).unwrap_or_else(|| "Unknown".into()),
+            json_field(o, &["Message", "message"]).unwrap_or_default(),
+        ),
+        None => (
+            "Unknown".into(),
+            format!("non-JSON error body ({} bytes)", body.len()),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 //! ordinary header values supplied by the caller, so every output is reproducible in tests.
 
 use hmac::{Hmac, Mac};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 
 pub const ALGORITHM: &str = "ACS3-HMAC-SHA256";
@@ -23,21 +24,17 @@ pub fn hmac_sha256_hex(key: &[u8], message: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// RFC 3986 percent-encoding: keep `A-Z a-z 0-9 - _ . ~`, encode every other UTF-8 byte as
-/// `%XX` with uppercase hex (space is `%20`, never `+`).
+/// RFC 3986 unreserved characters (`A-Z a-z 0-9 - _ . ~`) stay as they are; every other
+/// UTF-8 byte is encoded. `NON_ALPHANUMERIC` is "everything but ASCII letters and digits".
+const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// RFC 3986 percent-encoding with uppercase hex (space is `%20`, never `+`).
 pub fn percent_encode(input: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(input.len() * 3);
-    for &b in input.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(HEX[(b >> 4) as usize] as char);
-            out.push(HEX[(b & 0x0f) as usize] as char);
-        }
-    }
-    out
+    utf8_percent_encode(input, NOT_UNRESERVED).to_string()
 }
 
 /// Canonical query: sort by name then value in byte order, encode both per RFC 3986, join
@@ -373,6 +370,22 @@ mod tests {
         assert_eq!(percent_encode("AZaz09-_.~"), "AZaz09-_.~");
         assert_eq!(percent_encode("%"), "%25");
         assert_eq!(percent_encode(""), "");
+    }
+
+    /// Every ASCII character and a few multi-byte ones against the RFC 3986 rule written out.
+    #[test]
+    fn percent_encoding_exhaustive_ascii() {
+        for b in 0u8..128 {
+            let c = b as char;
+            let expected = if c.is_ascii_alphanumeric() || "-_.~".contains(c) {
+                c.to_string()
+            } else {
+                format!("%{b:02X}")
+            };
+            assert_eq!(percent_encode(&c.to_string()), expected, "byte {b}");
+        }
+        assert_eq!(percent_encode("\u{7f}\u{80}\u{ff}"), "%7F%C2%80%C3%BF");
+        assert_eq!(percent_encode("😀"), "%F0%9F%98%80");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::secret::SecretString;
+use crate::secret::{ExposeSecret, SecretString, secret_eq};
 
 use super::error::OosError;
 
@@ -88,7 +88,8 @@ const K_CLIENT_SECRET: &str = "DingTalkClientSecret";
 const K_TEMPLATE_ID: &str = "DingTalkTemplateId";
 
 /// The `Configuration` JSON object (sent and returned as a JSON *string*).
-#[derive(Clone, PartialEq, Default)]
+/// `PartialEq` compares secrets by value.
+#[derive(Clone, Default)]
 pub struct ChatSettings {
     pub ding_talk_client_id: Option<String>,
     pub ding_talk_client_secret: Option<SecretString>,
@@ -130,8 +131,8 @@ impl ChatSettings {
             &self.ding_talk_client_secret,
             &remote.ding_talk_client_secret,
         ) {
-            (Some(_), Some(r)) if r.expose() == MASKED_SECRET => true,
-            (a, b) => a == b,
+            (Some(_), Some(r)) if r.expose_secret() == MASKED_SECRET => true,
+            (a, b) => secret_eq(a.as_ref(), b.as_ref()),
         };
         let extra_ok = self.extra.len() == remote.extra.len()
             && self.extra.iter().all(|(k, v)| match remote.extra.get(k) {
@@ -154,12 +155,27 @@ impl ChatSettings {
             m.insert(K_CLIENT_ID.into(), Value::String(v.clone()));
         }
         if let Some(v) = &self.ding_talk_client_secret {
-            m.insert(K_CLIENT_SECRET.into(), Value::String(v.expose().to_owned()));
+            m.insert(
+                K_CLIENT_SECRET.into(),
+                Value::String(v.expose_secret().to_owned()),
+            );
         }
         if let Some(v) = &self.ding_talk_template_id {
             m.insert(K_TEMPLATE_ID.into(), Value::String(v.clone()));
         }
         m
+    }
+}
+
+impl PartialEq for ChatSettings {
+    fn eq(&self, other: &Self) -> bool {
+        self.ding_talk_client_id == other.ding_talk_client_id
+            && secret_eq(
+                self.ding_talk_client_secret.as_ref(),
+                other.ding_talk_client_secret.as_ref(),
+            )
+            && self.ding_talk_template_id == other.ding_talk_template_id
+            && self.extra == other.extra
     }
 }
 
@@ -171,7 +187,9 @@ impl Serialize for ChatSettings {
             (K_CLIENT_ID, self.ding_talk_client_id.as_deref()),
             (
                 K_CLIENT_SECRET,
-                self.ding_talk_client_secret.as_ref().map(|s| s.expose()),
+                self.ding_talk_client_secret
+                    .as_ref()
+                    .map(|s| s.expose_secret()),
             ),
             (K_TEMPLATE_ID, self.ding_talk_template_id.as_deref()),
         ];
@@ -223,7 +241,8 @@ impl std::fmt::Debug for ChatSettings {
 }
 
 /// The `Outputs` JSON string: webhook `URL` and, for WeCom, `AesKey`.
-#[derive(Clone, PartialEq, Default)]
+/// `PartialEq` compares secrets by value.
+#[derive(Clone, Default)]
 pub struct Outputs {
     pub url: Option<String>,
     pub aes_key: Option<SecretString>,
@@ -267,6 +286,14 @@ impl Outputs {
             m.insert("AesKey".into(), Value::String(MASKED_SECRET.into()));
         }
         Value::Object(m)
+    }
+}
+
+impl PartialEq for Outputs {
+    fn eq(&self, other: &Self) -> bool {
+        self.url == other.url
+            && secret_eq(self.aes_key.as_ref(), other.aes_key.as_ref())
+            && self.extra == other.extra
     }
 }
 
@@ -617,7 +644,7 @@ mod tests {
         }
         assert!(format!("{s:?}").contains("visible-id"));
         assert!(format!("{o:?}").contains("https://x/webhook/"));
-        assert_eq!(o.aes_key.as_ref().unwrap().expose(), "TOPSECRET5");
+        assert_eq!(o.aes_key.as_ref().unwrap().expose_secret(), "TOPSECRET5");
     }
 
     #[test]
@@ -633,7 +660,10 @@ mod tests {
         assert_eq!(c.chat_type, ChatType::DingTalk);
         assert_eq!(c.resource_group_id.as_deref(), Some("s"));
         let cfg = c.configuration.unwrap();
-        assert_eq!(cfg.ding_talk_client_secret.unwrap().expose(), MASKED_SECRET);
+        assert_eq!(
+            cfg.ding_talk_client_secret.unwrap().expose_secret(),
+            MASKED_SECRET
+        );
         assert_eq!(
             cfg.ding_talk_template_id.as_deref(),
             Some("381c5aee-f8af-48a4-94be-cce587e42ea4.schema")
@@ -659,7 +689,7 @@ mod tests {
         assert_eq!(items[0].chat_type, ChatType::WeChat);
         let out = items[0].outputs.as_ref().unwrap();
         assert_eq!(
-            out.aes_key.as_ref().unwrap().expose(),
+            out.aes_key.as_ref().unwrap().expose_secret(),
             "UKAxyRabaJlaDxS3XZ6st18grPteemRtGeDVVgF"
         );
 

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use oos_client::secret::SecretString;
+use oos_client::secret::{ExposeSecret, SecretString};
 use oos_client::*;
 
 const AK: &str = "testAccessKeyId";
@@ -633,7 +633,7 @@ async fn five_actions_with_static_key() {
     );
     let sent_cfg = ChatSettings::from_json_str(&sent.params["Configuration"]).unwrap();
     assert_eq!(
-        sent_cfg.ding_talk_client_secret.unwrap().expose(),
+        sent_cfg.ding_talk_client_secret.unwrap().expose_secret(),
         DING_SECRET
     );
     // Signed: host with port, and the six headers.
@@ -650,7 +650,10 @@ async fn five_actions_with_static_key() {
     assert_eq!(got.resource_group_id.as_deref(), Some("rg-acfm"));
     let cfg = got.configuration.clone().unwrap();
     assert_eq!(
-        cfg.ding_talk_client_secret.as_ref().unwrap().expose(),
+        cfg.ding_talk_client_secret
+            .as_ref()
+            .unwrap()
+            .expose_secret(),
         MASKED_SECRET
     );
     assert!(input.configuration.as_ref().unwrap().matches_remote(&cfg));
@@ -699,7 +702,7 @@ async fn five_actions_with_static_key() {
             .aes_key
             .as_ref()
             .unwrap()
-            .expose(),
+            .expose_secret(),
         "AESKEY-wecom-1-SECRET"
     );
     assert!(!format!("{list:?}").contains("AESKEY"));
