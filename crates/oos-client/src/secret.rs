@@ -46,8 +46,7 @@ mod tests {
         fn fail(r: Result<(), SecretString>) {
             r.expect("failed with")
         }
-        let caught = std::panic::catch_unwind(|| fail(Err(s)))
-        .unwrap_err();
+        let caught = std::panic::catch_unwind(|| fail(Err(s))).unwrap_err();
         let text = caught
             .downcast_ref::<String>()
             .cloned()
