@@ -1423,10 +1423,11 @@ async fn oidc_sts_outage_uses_valid_cache_and_backs_off() {
         n += 1;
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert!(n >= 10, "{n}");
+    assert!(n >= 5, "{n}");
     let refreshes = provider.exchange_count() - 1;
+    // Backoff 200-400 ms, then 400-800 ms: at most 3 tries in the 600 ms window.
     assert!(
-        (1..=2).contains(&refreshes),
+        (1..=3).contains(&refreshes) && refreshes < n,
         "{refreshes} refresh exchanges for {n} calls"
     );
     assert!(
@@ -1441,7 +1442,7 @@ async fn oidc_sts_outage_uses_valid_cache_and_backs_off() {
     let started = Instant::now();
     let e = c.get_chat_configuration(REGION, "o").await.unwrap_err();
     assert!(
-        started.elapsed() < Duration::from_millis(300),
+        started.elapsed() < Duration::from_millis(500),
         "{:?}",
         started.elapsed()
     );
@@ -1690,8 +1691,8 @@ async fn throttle_gate_is_per_key_and_action() {
     let calls = Calls::default();
     let mut cfg = throttling_config(&calls, &srv);
     cfg.throttle = ThrottlePolicy {
-        base: Duration::from_millis(800),
-        max: Duration::from_millis(800),
+        base: Duration::from_millis(1500),
+        max: Duration::from_millis(1500),
     };
     let c = OosClient::new(cfg, static_creds()).unwrap();
     *srv.state.throttle_creates.lock().unwrap() =
@@ -1700,7 +1701,7 @@ async fn throttle_gate_is_per_key_and_action() {
         let c = c.clone();
         async move { c.create_chat_configuration(REGION, &ding_input("a")).await }
     });
-    // Wait for the first throttled answer: the gate is now closed for 400-800 ms.
+    // Wait for the first throttled answer: the gate is now closed for 750-1500 ms.
     while srv.seen("CreateChatConfiguration").is_empty() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -1722,7 +1723,7 @@ async fn throttle_gate_is_per_key_and_action() {
         .await
         .unwrap();
     assert!(
-        started.elapsed() < Duration::from_millis(200),
+        started.elapsed() < Duration::from_millis(500),
         "{:?}",
         started.elapsed()
     );
@@ -1732,7 +1733,7 @@ async fn throttle_gate_is_per_key_and_action() {
         .await
         .unwrap();
     assert!(
-        started.elapsed() >= Duration::from_millis(350),
+        started.elapsed() >= Duration::from_millis(650),
         "{:?}",
         started.elapsed()
     );
