@@ -1,5 +1,6 @@
 //! The OOS HTTP client: endpoint selection, V3 signing per attempt, error decoding, retries
-//! with full-jitter backoff, a shared token bucket, and the five chat actions.
+//! with full-jitter backoff, the per-key throttle gate, a shared token bucket, and the five
+//! chat actions.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,11 +9,14 @@ use chrono::Utc;
 use reqwest::header::HeaderValue;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
+use zeroize::Zeroizing;
 
 use super::credentials::{CredentialProvider, Credentials};
-use super::error::OosError;
+use super::error::{OosError, error_code_message, json_field};
 use super::ratelimit::TokenBucket;
+use super::secret::ExposeSecret;
 use super::signer::{self, EMPTY_PAYLOAD_HASH, SigningRequest, percent_encode};
+use super::throttle::{Outcome, ThrottleGate, ThrottlePolicy};
 use super::types::*;
 
 pub const API_VERSION: &str = "2019-06-01";
@@ -23,6 +27,11 @@ const USER_AGENT: &str = concat!(
 );
 /// Stop following `NextToken` after this many pages (protects against a looping server).
 const MAX_PAGES: usize = 10_000;
+/// Code of the error an attempt gets when its key's throttle gate stays closed beyond the
+/// call's time budget and no earlier attempt of the call has an error to report.
+pub const GATE_CLOSED_CODE: &str = "Throttling.ClientGate";
+/// Code of the error for a 3xx answer (redirects are never followed).
+pub const REDIRECT_CODE: &str = "UnexpectedRedirect";
 
 /// Where requests go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,9 +90,14 @@ impl RetryPolicy {
 pub struct CallEvent<'a> {
     pub action: &'a str,
     pub region: &'a str,
-    /// HTTP attempts made (token-bucket tokens consumed).
+    /// Attempts made, the first included (retries = `attempts - 1`). An attempt that failed
+    /// before sending (credentials, closed gate) counts too.
     pub attempts: u32,
     pub elapsed: Duration,
+    /// Total time the call spent waiting for its throttle gate to open.
+    pub throttled_wait: Duration,
+    /// `RequestId` of the last answer (success or error), if the service sent one.
+    pub request_id: Option<&'a str>,
     /// `None` on success.
     pub error: Option<&'a OosError>,
 }
@@ -99,18 +113,22 @@ pub struct ClientConfig {
     pub retry: RetryPolicy,
     /// Share one bucket across every client of the process.
     pub rate_limiter: Arc<TokenBucket>,
+    /// How long a throttled (AccessKeyId, action) stays closed (see [`ThrottlePolicy`]).
+    pub throttle: ThrottlePolicy,
     pub user_agent_suffix: Option<String>,
     pub observer: Option<CallObserver>,
 }
 
 impl ClientConfig {
-    /// Defaults: 30 s per attempt, [`RetryPolicy::default`], 10 QPS with a burst of 20.
+    /// Defaults: 30 s per attempt, [`RetryPolicy::default`], 10 QPS with a burst of 20,
+    /// [`ThrottlePolicy::default`] (1 s doubling up to 30 s).
     pub fn new(endpoint: Endpoint) -> Self {
         Self {
             endpoint,
             timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
             rate_limiter: TokenBucket::new(10.0, 20),
+            throttle: ThrottlePolicy::default(),
             user_agent_suffix: None,
             observer: None,
         }
@@ -130,6 +148,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("timeout", &self.timeout)
             .field("retry", &self.retry)
             .field("rate_limiter", &self.rate_limiter)
+            .field("throttle", &self.throttle)
             .field("user_agent_suffix", &self.user_agent_suffix)
             .field("observer", &self.observer.as_ref().map(|_| "<fn>"))
             .finish()
@@ -139,6 +158,8 @@ impl std::fmt::Debug for ClientConfig {
 struct Inner {
     http: reqwest::Client,
     config: ClientConfig,
+    /// Shared by every clone, `with_credentials` included.
+    gate: ThrottleGate,
     override_url: Option<reqwest::Url>,
     user_agent: String,
 }
@@ -189,7 +210,10 @@ impl OosClient {
             }
             _ => None,
         };
+        // Never follow a redirect: the URL carries the signed query (secrets included) and a
+        // signature is only valid for the host it was computed for.
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| OosError::Config(format!("HTTP client: {}", e.without_url())))?;
         let user_agent = match &config.user_agent_suffix {
@@ -199,6 +223,7 @@ impl OosClient {
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
+                gate: ThrottleGate::new(config.throttle.clone()),
                 config,
                 override_url,
                 user_agent,
@@ -207,7 +232,8 @@ impl OosClient {
         })
     }
 
-    /// Same HTTP pool and token bucket, other credentials (e.g. per-resource Secret).
+    /// Same HTTP pool, token bucket and throttle gate, other credentials (e.g. per-resource
+    /// Secret).
     pub fn with_credentials(&self, credentials: Arc<dyn CredentialProvider>) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -221,6 +247,11 @@ impl OosClient {
 
     pub fn credentials_kind(&self) -> &'static str {
         self.credentials.kind()
+    }
+
+    /// [`CredentialProvider::identity`] of this client's credentials (never a secret).
+    pub fn credentials_identity(&self) -> String {
+        self.credentials.identity()
     }
 
     fn target(&self, region: &str) -> Result<Target, OosError> {
@@ -254,27 +285,30 @@ impl OosClient {
 
     // ------------------------------------------------------------ actions
 
+    /// Create. `request_id` of the stamp is the answer's `RequestId`; after a recovered
+    /// ambiguous create (see docs/client.md) it is the one of the `EntityAlreadyExists` answer.
     pub async fn create_chat_configuration(
         &self,
         region: &str,
         input: &ChatConfigurationInput,
     ) -> Result<ChatConfigurationStamp, OosError> {
         let (params, scrub) = write_params(region, input)?;
-        let (res, ambiguous) = self
-            .call::<WireSingle>("CreateChatConfiguration", region, params, scrub)
+        let out = self
+            .call::<WireSingle>("CreateChatConfiguration", region, &params, &scrub)
             .await;
-        match res {
-            Ok(w) => stamp_or_input(w, &input.name),
-            // A lost answer may hide our own success: if the record now matches what we sent,
-            // the create did happen.
-            Err(e) if ambiguous && e.is_already_exists() => {
+        match out.result {
+            Ok(w) => stamp_or_input(w, &input.name, out.request_id),
+            // A lost answer (or a 5xx, which may come after the commit) may hide our own
+            // success: if the record now matches what we sent, the create did happen.
+            Err(e) if out.ambiguous && e.is_already_exists() => {
                 let remote = self.get_chat_configuration(region, &input.name).await?;
                 if input_matches(input, &remote) {
-                    tracing::info!(name = %input.name, "create answered EntityAlreadyExists after a lost response; record matches, treating as created");
+                    tracing::info!(name = %input.name, request_id = ?e.request_id(), "create answered EntityAlreadyExists after an ambiguous attempt; record matches, treating as created");
                     Ok(ChatConfigurationStamp {
                         name: remote.name,
                         created_date: remote.created_date,
                         updated_date: remote.updated_date,
+                        request_id: e.request_id().map(str::to_owned),
                     })
                 } else {
                     Err(e)
@@ -290,10 +324,10 @@ impl OosClient {
         input: &ChatConfigurationInput,
     ) -> Result<ChatConfigurationStamp, OosError> {
         let (params, scrub) = write_params(region, input)?;
-        let (res, _) = self
-            .call::<WireSingle>("UpdateChatConfiguration", region, params, scrub)
+        let out = self
+            .call::<WireSingle>("UpdateChatConfiguration", region, &params, &scrub)
             .await;
-        stamp_or_input(res?, &input.name)
+        stamp_or_input(out.result?, &input.name, out.request_id)
     }
 
     pub async fn get_chat_configuration(
@@ -302,10 +336,11 @@ impl OosClient {
         name: &str,
     ) -> Result<ChatConfiguration, OosError> {
         let params = name_params(region, name)?;
-        let (res, _) = self
-            .call::<WireSingle>("GetChatConfiguration", region, params, Vec::new())
+        let out = self
+            .call::<WireSingle>("GetChatConfiguration", region, &params, &[])
             .await;
-        res?.chat_configuration
+        out.result?
+            .chat_configuration
             .ok_or_else(|| {
                 OosError::Decode("GetChatConfiguration response has no ChatConfiguration".into())
             })?
@@ -336,10 +371,10 @@ impl OosClient {
             if let Some(t) = &token {
                 params.push(("NextToken".into(), t.clone()));
             }
-            let (res, _) = self
-                .call::<WireList>("ListChatConfigurations", region, params, Vec::new())
-                .await;
-            let page = res?;
+            let page = self
+                .call::<WireList>("ListChatConfigurations", region, &params, &[])
+                .await
+                .result?;
             for item in page.chat_configurations {
                 out.push(item.into_summary()?);
             }
@@ -360,63 +395,80 @@ impl OosClient {
         )))
     }
 
+    /// Delete. `Ok` carries the answer's `RequestId` (for logs), `None` if it had none.
     pub async fn delete_chat_configuration(
         &self,
         region: &str,
         name: &str,
-    ) -> Result<(), OosError> {
+    ) -> Result<Option<String>, OosError> {
         let params = name_params(region, name)?;
-        let (res, _) = self
-            .call::<serde::de::IgnoredAny>("DeleteChatConfiguration", region, params, Vec::new())
+        let out = self
+            .call::<serde::de::IgnoredAny>("DeleteChatConfiguration", region, &params, &[])
             .await;
-        res.map(|_| ())
+        out.result.map(|_| out.request_id)
     }
 
     // ------------------------------------------------------------ transport
 
-    /// One logical call with retries. Returns the result and whether any attempt ended without
-    /// an answer (the service may have executed it).
+    /// One logical call with retries.
     async fn call<T: DeserializeOwned>(
         &self,
         action: &'static str,
         region: &str,
-        params: Vec<(String, String)>,
-        scrub: Vec<String>,
-    ) -> (Result<T, OosError>, bool) {
+        params: &[(String, String)],
+        scrub: &[String],
+    ) -> CallOutput<T> {
         let started = Instant::now();
         let policy = &self.inner.config.retry;
+        let deadline = started + policy.max_elapsed;
         let max_attempts = policy.max_attempts.max(1);
         let mut attempt = 0u32;
         let mut refreshed = false;
         let mut ambiguous = false;
+        let mut throttled_wait = Duration::ZERO;
+        let mut request_id = None;
+        let mut last_err: Option<OosError> = None;
         let result = loop {
             attempt += 1;
-            let err = match self.attempt::<T>(action, region, &params, &scrub).await {
-                Ok(v) => break Ok(v),
+            let out = self
+                .attempt::<T>(action, region, params, scrub, deadline)
+                .await;
+            throttled_wait += out.gate_wait;
+            let err = match out.result {
+                Ok(v) => {
+                    request_id = out.request_id;
+                    break Ok(v);
+                }
+                // The gate stayed closed past the budget: report the error that closed it.
+                Err(e) if out.gate_timeout => break Err(last_err.take().unwrap_or(e)),
                 Err(e) => e,
             };
+            request_id = err.request_id().map(str::to_owned);
             ambiguous |= err.is_ambiguous();
             tracing::debug!(action, region, attempt, error = %err, "OOS attempt failed");
             if !refreshed && err.code() == Some("InvalidSecurityToken.Expired") {
                 // Temporary credentials expired early: refresh and retry once, right away.
                 refreshed = true;
                 self.credentials.invalidate();
+                last_err = Some(err);
                 continue;
             }
             if !err.is_retryable() || attempt >= max_attempts {
                 break Err(err);
             }
-            let delay = match &err {
-                OosError::Api {
-                    retry_after: Some(d),
-                    ..
-                } => *d,
+            // A throttled key waits at its gate (which honours x-acs-retry-after); anything
+            // else backs off with full jitter.
+            let delay = match (&err, &out.access_key_id) {
+                (e, Some(id)) if e.is_throttling() => self.inner.gate.remaining(id, action),
                 _ => policy.backoff(attempt),
             };
             if started.elapsed() + delay > policy.max_elapsed {
                 break Err(err);
             }
-            tokio::time::sleep(delay).await;
+            if !err.is_throttling() {
+                tokio::time::sleep(delay).await;
+            }
+            last_err = Some(err);
         };
         if let Some(obs) = &self.inner.config.observer {
             obs(&CallEvent {
@@ -424,36 +476,123 @@ impl OosClient {
                 region,
                 attempts: attempt,
                 elapsed: started.elapsed(),
+                throttled_wait,
+                request_id: request_id.as_deref(),
                 error: result.as_ref().err(),
             });
         }
-        (result, ambiguous)
+        CallOutput {
+            result,
+            ambiguous,
+            request_id,
+        }
     }
 
-    /// One signed HTTP attempt: fresh date and nonce, one token from the bucket.
+    /// One signed HTTP attempt: credentials, the key's throttle gate, one token from the
+    /// bucket, then a fresh date and nonce and a new signature. Nothing waits past `deadline`.
     async fn attempt<T: DeserializeOwned>(
         &self,
-        action: &str,
+        action: &'static str,
         region: &str,
         params: &[(String, String)],
         scrub: &[String],
-    ) -> Result<T, OosError> {
-        let target = self.target(region)?;
+        deadline: Instant,
+    ) -> AttemptOutput<T> {
+        let mut out = AttemptOutput {
+            result: Err(OosError::Timeout),
+            request_id: None,
+            gate_wait: Duration::ZERO,
+            gate_timeout: false,
+            access_key_id: None,
+        };
+        let target = match self.target(region) {
+            Ok(t) => t,
+            Err(e) => {
+                out.result = Err(e);
+                return out;
+            }
+        };
+        let attempt_deadline = deadline.min(Instant::now() + self.inner.config.timeout);
+        // Credentials (an STS exchange, maybe) never take longer than the attempt may.
+        let creds =
+            match tokio::time::timeout_at(attempt_deadline, self.credentials.credentials()).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    out.result = Err(e);
+                    return out;
+                }
+                Err(_) => {
+                    out.result = Err(OosError::credentials_transient(
+                        "timed out waiting for credentials (the call's time budget is spent)",
+                    ));
+                    return out;
+                }
+            };
+        out.access_key_id = Some(creds.access_key_id.clone());
+        let mut pass = match self
+            .inner
+            .gate
+            .pass(&creds.access_key_id, action, deadline)
+            .await
+        {
+            Ok((pass, waited)) => {
+                out.gate_wait = waited;
+                pass
+            }
+            Err(waited) => {
+                out.gate_wait = waited;
+                out.gate_timeout = true;
+                out.result = Err(gate_closed_error(
+                    self.inner.gate.remaining(&creds.access_key_id, action),
+                ));
+                return out;
+            }
+        };
         self.inner.config.rate_limiter.acquire().await;
-        let creds = self.credentials.credentials().await?;
-        let mut secrets: Vec<&str> = scrub.iter().map(String::as_str).collect();
-        secrets.push(creds.access_key_secret.expose());
-        if let Some(t) = &creds.security_token {
-            secrets.push(t.expose());
-        }
+        pass.mark_sent();
+        let (result, request_id) = self
+            .send::<T>(action, &target, params, scrub, &creds, deadline)
+            .await;
+        pass.finish(match &result {
+            Ok(_) => Outcome::Success,
+            Err(e) if e.is_throttling() => Outcome::Throttled(e.retry_after()),
+            Err(OosError::Api { .. } | OosError::Decode(_)) => Outcome::OtherAnswer,
+            Err(_) => Outcome::NoAnswer,
+        });
+        out.result = result;
+        out.request_id = request_id;
+        out
+    }
 
-        let req = build_request(action, &target, params, &creds, &Utc::now(), &nonce());
-        let url = format!("{}?{}", target.base, req.signature.canonical_query);
+    /// Sign and send; the answer's `RequestId` comes back with a success.
+    async fn send<T: DeserializeOwned>(
+        &self,
+        action: &'static str,
+        target: &Target,
+        params: &[(String, String)],
+        scrub: &[String],
+        creds: &Credentials,
+        deadline: Instant,
+    ) -> (Result<T, OosError>, Option<String>) {
+        let mut secrets: Vec<&str> = scrub.iter().map(String::as_str).collect();
+        secrets.push(creds.access_key_secret.expose_secret());
+        if let Some(t) = &creds.security_token {
+            secrets.push(t.expose_secret());
+        }
+        let req = build_request(action, target, params, creds, &Utc::now(), &nonce());
+        // The URL holds the query, secrets included: zeroized when dropped.
+        let url = Zeroizing::new(format!("{}?{}", target.base, req.signature.canonical_query));
+        let timeout = self
+            .inner
+            .config
+            .timeout
+            .min(deadline.saturating_duration_since(Instant::now()))
+            .max(Duration::from_millis(1));
         let mut builder = self
             .inner
             .http
-            .post(url)
-            .timeout(self.inner.config.timeout)
+            .post(url.as_str())
+            .timeout(timeout)
             .header("accept", "application/json")
             .header("user-agent", &self.inner.user_agent)
             .body(Vec::new());
@@ -461,37 +600,130 @@ impl OosClient {
             "authorization".to_owned(),
             req.signature.authorization.clone(),
         ))) {
-            let mut v = HeaderValue::from_str(value).map_err(|_| {
-                OosError::InvalidRequest(format!("header {name} has a value that cannot be sent"))
-            })?;
+            let Ok(mut v) = HeaderValue::from_str(value) else {
+                let e = OosError::InvalidRequest(format!(
+                    "header {name} has a value that cannot be sent"
+                ));
+                return (Err(e), None);
+            };
             if name == "authorization" || name == "x-acs-security-token" {
                 v.set_sensitive(true);
             }
             builder = builder.header(name.as_str(), v);
         }
 
-        let resp = builder.send().await.map_err(transport_error)?;
+        let resp = match builder.send().await {
+            Ok(r) => r,
+            Err(e) => return (Err(transport_error(e)), None),
+        };
         let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get("x-acs-retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim().to_owned())
+        };
+        let retry_after = header("x-acs-retry-after")
+            .and_then(|v| v.parse::<u64>().ok())
             .filter(|ms| *ms > 0)
             .map(Duration::from_millis);
-        let body = resp.bytes().await.map_err(transport_error)?;
-        if (200..300).contains(&status) {
-            return serde_json::from_slice(&body)
-                .map_err(|e| OosError::Decode(format!("{action} response (HTTP {status}): {e}")));
+        let header_request_id = header("x-acs-request-id").filter(|r| !r.is_empty());
+        if (300..400).contains(&status) {
+            // Neither the Location nor the body (which usually repeats it) is kept.
+            return (Err(redirect_error(status, header_request_id)), None);
         }
-        Err(api_error(status, &body, retry_after, &secrets))
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => return (Err(transport_error(e)), None),
+        };
+        if (200..300).contains(&status) {
+            let request_id = serde_json::from_slice::<WireRequestId>(&body)
+                .ok()
+                .and_then(|w| w.request_id)
+                .filter(|r| !r.is_empty())
+                .or(header_request_id);
+            let result = serde_json::from_slice(&body)
+                .map_err(|e| OosError::Decode(format!("{action} response (HTTP {status}): {e}")));
+            return (result, request_id);
+        }
+        let mut err = api_error(status, &body, retry_after, &secrets);
+        if let OosError::Api { request_id, .. } = &mut err
+            && request_id.is_none()
+        {
+            *request_id = header_request_id;
+        }
+        (Err(err), None)
+    }
+}
+
+/// What [`OosClient::call`] returns: the result, whether any attempt may have been executed
+/// without our seeing the answer, and the `RequestId` of the successful answer.
+struct CallOutput<T> {
+    result: Result<T, OosError>,
+    ambiguous: bool,
+    request_id: Option<String>,
+}
+
+struct AttemptOutput<T> {
+    result: Result<T, OosError>,
+    request_id: Option<String>,
+    gate_wait: Duration,
+    /// The gate stayed closed until the call's deadline; nothing was sent.
+    gate_timeout: bool,
+    access_key_id: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct WireRequestId {
+    #[serde(rename = "RequestId", alias = "requestId", default)]
+    request_id: Option<String>,
+}
+
+fn redirect_error(status: u16, request_id: Option<String>) -> OosError {
+    OosError::Api {
+        status,
+        code: REDIRECT_CODE.into(),
+        message: format!(
+            "the endpoint answered HTTP {status} (a redirect); redirects are not followed, check the endpoint"
+        ),
+        request_id,
+        host_id: None,
+        recommend: None,
+        retry_after: None,
+    }
+}
+
+fn gate_closed_error(remaining: Duration) -> OosError {
+    OosError::Api {
+        status: 429,
+        code: GATE_CLOSED_CODE.into(),
+        message: format!(
+            "the client-side throttle gate of this AccessKeyId and action stays closed for another {} ms, beyond the call's time budget",
+            remaining.as_millis()
+        ),
+        request_id: None,
+        host_id: None,
+        recommend: None,
+        retry_after: Some(remaining).filter(|d| !d.is_zero()),
     }
 }
 
 /// The signed headers and signature of one attempt (pure; tests build it with fixed inputs).
+/// `Debug` shows header names only (the STS token is one of the values); the header values
+/// are zeroized on drop.
 pub(crate) struct BuiltRequest {
-    pub headers: Vec<(String, String)>,
+    pub headers: Zeroizing<Vec<(String, String)>>,
     pub signature: signer::Signature,
+}
+
+impl std::fmt::Debug for BuiltRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("BuiltRequest")
+            .field("header_names", &names)
+            .field("signature", &self.signature)
+            .finish()
+    }
 }
 
 fn build_request(
@@ -502,7 +734,7 @@ fn build_request(
     now: &chrono::DateTime<Utc>,
     nonce: &str,
 ) -> BuiltRequest {
-    let mut headers: Vec<(String, String)> = vec![
+    let mut headers: Zeroizing<Vec<(String, String)>> = Zeroizing::new(vec![
         ("host".into(), target.host.clone()),
         ("x-acs-action".into(), action.to_owned()),
         ("x-acs-version".into(), API_VERSION.into()),
@@ -512,13 +744,13 @@ fn build_request(
         ),
         ("x-acs-signature-nonce".into(), nonce.to_owned()),
         ("x-acs-content-sha256".into(), EMPTY_PAYLOAD_HASH.into()),
-    ];
+    ]);
     if let Some(t) = &creds.security_token {
-        headers.push(("x-acs-security-token".into(), t.expose().to_owned()));
+        headers.push(("x-acs-security-token".into(), t.expose_secret().to_owned()));
     }
     let signature = signer::sign(
         &creds.access_key_id,
-        creds.access_key_secret.expose(),
+        creds.access_key_secret.expose_secret(),
         &SigningRequest {
             method: "POST",
             path: &target.path,
@@ -550,30 +782,6 @@ fn transport_error(e: reqwest::Error) -> OosError {
     OosError::Transport(text)
 }
 
-fn field(obj: &serde_json::Map<String, serde_json::Value>, names: &[&str]) -> Option<String> {
-    names
-        .iter()
-        .find_map(|n| obj.get(*n))
-        .and_then(|v| v.as_str())
-        .map(str::to_owned)
-}
-
-/// `Code`/`code` and `Message`/`message` of an Alibaba error body, if it is JSON.
-pub(crate) fn error_code_message(body: &[u8]) -> (String, String) {
-    let obj = serde_json::from_slice::<serde_json::Value>(body).ok();
-    let obj = obj.as_ref().and_then(|v| v.as_object());
-    match obj {
-        Some(o) => (
-            field(o, &["Code", "code"]).unwrap_or_else(|| "Unknown".into()),
-            field(o, &["Message", "message"]).unwrap_or_default(),
-        ),
-        None => (
-            "Unknown".into(),
-            format!("non-JSON error body ({} bytes)", body.len()),
-        ),
-    }
-}
-
 fn api_error(
     status: u16,
     body: &[u8],
@@ -583,7 +791,7 @@ fn api_error(
     let obj = serde_json::from_slice::<serde_json::Value>(body).ok();
     let obj = obj.as_ref().and_then(|v| v.as_object());
     let (code, message) = error_code_message(body);
-    let get = |names: &[&str]| obj.and_then(|o| field(o, names));
+    let get = |names: &[&str]| obj.and_then(|o| json_field(o, names));
     OosError::Api {
         status,
         code,
@@ -657,12 +865,13 @@ fn name_params(region: &str, name: &str) -> Result<Vec<(String, String)>, OosErr
 
 type Params = Vec<(String, String)>;
 
-/// Create/Update parameters, plus the secret values to mask in any error message.
+/// Create/Update parameters, plus the secret values to mask in any error message (both
+/// zeroized when dropped).
 fn write_params(
     region: &str,
     input: &ChatConfigurationInput,
-) -> Result<(Params, Vec<String>), OosError> {
-    let mut params = name_params(region, &input.name)?;
+) -> Result<(Zeroizing<Params>, Zeroizing<Vec<String>>), OosError> {
+    let mut params = Zeroizing::new(name_params(region, &input.name)?);
     params.push(("Type".into(), input.chat_type.as_str().to_owned()));
     if let Some(r) = &input.ram_role {
         params.push(("RamRole".into(), r.clone()));
@@ -670,31 +879,27 @@ fn write_params(
     if let Some(g) = &input.resource_group_id {
         params.push(("ResourceGroupId".into(), g.clone()));
     }
-    let mut scrub = Vec::new();
+    let mut scrub = Zeroizing::new(Vec::new());
     if let Some(c) = &input.configuration {
         params.push(("Configuration".into(), c.to_json_string()));
-        if let Some(s) = &c.ding_talk_client_secret {
-            scrub.push(s.expose().to_owned());
-        }
-        for (k, v) in &c.extra {
-            if is_sensitive_key(k)
-                && let Some(s) = v.as_str()
-            {
-                scrub.push(s.to_owned());
-            }
-        }
+        scrub.extend(c.secret_values());
     }
     Ok((params, scrub))
 }
 
-fn stamp_or_input(w: WireSingle, name: &str) -> Result<ChatConfigurationStamp, OosError> {
+fn stamp_or_input(
+    w: WireSingle,
+    name: &str,
+    request_id: Option<String>,
+) -> Result<ChatConfigurationStamp, OosError> {
     match w.chat_configuration {
-        Some(c) => c.into_stamp(),
+        Some(c) => c.into_stamp(request_id),
         // Only RequestId is guaranteed; the name we sent is the key.
         None => Ok(ChatConfigurationStamp {
             name: name.to_owned(),
             created_date: None,
             updated_date: None,
+            request_id,
         }),
     }
 }
@@ -790,7 +995,7 @@ mod tests {
             }),
         };
         let (params, scrub) = write_params("cn-hangzhou", &input).unwrap();
-        assert_eq!(scrub, vec!["s3cr3t".to_string()]);
+        assert_eq!(*scrub, vec!["s3cr3t".to_string()]);
         let creds = Credentials {
             access_key_id: "testAccessKeyId".into(),
             access_key_secret: "testAccessKeySecret".into(),
@@ -828,6 +1033,58 @@ mod tests {
                 .canonical_request
                 .contains("x-acs-security-token:tok+/=\n")
         );
+    }
+
+    /// The built request holds the STS token header and the signed query (ClientSecret).
+    #[test]
+    fn built_request_debug_is_redacted() {
+        let c = client(Endpoint::Public);
+        let mut input = ChatConfigurationInput {
+            name: "n".into(),
+            chat_type: ChatType::DingTalk,
+            ram_role: None,
+            resource_group_id: None,
+            configuration: Some(ChatSettings {
+                ding_talk_client_secret: Some("TOPSECRET-CS".into()),
+                ..Default::default()
+            }),
+        };
+        input.configuration.as_mut().unwrap().extra.insert(
+            "Deep".into(),
+            serde_json::json!([{"AppSecret": "TOPSECRET-DEEP"}]),
+        );
+        let (params, scrub) = write_params("cn-hangzhou", &input).unwrap();
+        assert!(scrub.iter().any(|s| s == "TOPSECRET-DEEP"));
+        let creds = Credentials {
+            access_key_id: "STS.id".into(),
+            access_key_secret: "TOPSECRET-SK".into(),
+            security_token: Some("TOPSECRET-TOK".into()),
+        };
+        let b = build_request(
+            "CreateChatConfiguration",
+            &c.target("cn-hangzhou").unwrap(),
+            &params,
+            &creds,
+            &Utc::now(),
+            "n",
+        );
+        assert!(b.signature.canonical_request.contains("TOPSECRET-TOK"));
+        for text in [format!("{b:?}"), format!("{b:#?}")] {
+            assert!(!text.contains("TOPSECRET"), "{text}");
+            assert!(!text.contains(&b.signature.signature), "{text}");
+            assert!(text.contains("x-acs-security-token"), "{text}");
+        }
+    }
+
+    #[test]
+    fn redirect_and_gate_errors() {
+        let e = redirect_error(307, Some("rid".into()));
+        assert_eq!(e.code(), Some(REDIRECT_CODE));
+        assert!(!e.is_retryable() && !e.is_throttling() && !e.is_ambiguous());
+        assert!(e.to_string().contains("307"));
+        let e = gate_closed_error(Duration::from_millis(1500));
+        assert!(e.is_retryable() && e.is_throttling());
+        assert!(e.to_string().contains("1500 ms"));
     }
 
     #[test]

@@ -7,21 +7,35 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use ini::{Ini, ParseOption};
 use serde::Deserialize;
 
-use crate::secret::SecretString;
+use crate::secret::{ExposeSecret, SecretString, secret_eq};
 
-use super::error::OosError;
+use super::error::{CredentialsError, OosError, error_code_message};
 use super::signer::canonical_query;
-use super::types::parse_remote_date;
+use super::types::{MASKED_SECRET, parse_remote_date};
+use zeroize::Zeroizing;
 
 /// A key pair, optionally temporary (STS token). `Debug` redacts the secret and token.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Credentials {
     pub access_key_id: String,
     pub access_key_secret: SecretString,
     pub security_token: Option<SecretString>,
+}
+
+impl PartialEq for Credentials {
+    fn eq(&self, other: &Self) -> bool {
+        self.access_key_id == other.access_key_id
+            && secret_eq(
+                Some(&self.access_key_secret),
+                Some(&other.access_key_secret),
+            )
+            && secret_eq(self.security_token.as_ref(), other.security_token.as_ref())
+    }
 }
 
 /// Source of credentials. Implementations cache as they see fit; the client calls
@@ -30,6 +44,10 @@ pub trait CredentialProvider: Send + Sync + std::fmt::Debug {
     fn credentials(&self) -> BoxFuture<'_, Result<Credentials, OosError>>;
     /// Short name of the source (`static_ak`, `env`, `oidc_role_arn`, `profile`).
     fn kind(&self) -> &'static str;
+    /// Stable, non-secret identity of whose credentials these are (to key an inventory and
+    /// notice a changed account): the AccessKeyId of a fixed key, `role:<RoleArn>` for
+    /// OIDC/RRSA. Never a secret.
+    fn identity(&self) -> String;
     /// Forget cached temporary credentials (called after `InvalidSecurityToken.Expired`).
     fn invalidate(&self) {}
 }
@@ -90,6 +108,10 @@ impl CredentialProvider for StaticCredentials {
     }
     fn kind(&self) -> &'static str {
         self.kind
+    }
+    /// The AccessKeyId.
+    fn identity(&self) -> String {
+        self.credentials.access_key_id.clone()
     }
 }
 
@@ -226,15 +248,55 @@ struct Cached {
     refresh_at: DateTime<Utc>,
 }
 
+/// One exchange, shared by every caller that waits for it.
+type SharedExchange = Shared<BoxFuture<'static, Result<Credentials, OosError>>>;
+
 /// RRSA: exchanges the projected service-account token for STS credentials, caches them and
-/// refreshes them before `Expiration` (single-flight: concurrent callers share one exchange).
-#[derive(Debug)]
+/// refreshes them before `Expiration`.
+///
+/// - Single flight: at most one exchange runs at a time; every caller that needs it awaits
+///   the same one (it runs in its own task, so a caller that gives up does not cancel it).
+/// - While cached credentials are past the refresh margin but before `Expiration`, callers get
+///   them at once and the refresh runs in the background.
+/// - After a failed exchange, the next one waits `min(max, base·2^(failures-1))` (equal
+///   jitter; default 1 s doubling up to 60 s). Meanwhile callers get the still-valid cached
+///   credentials, or at once the last error (transient unless STS rejected the request).
+/// - How long a caller waits is the caller's business: [`OosClient`](crate::OosClient) bounds
+///   it by the attempt's timeout and the call's remaining time budget. The exchange itself is
+///   bounded by [`OidcConfig::timeout`].
 pub struct OidcCredentials {
+    shared: Arc<OidcShared>,
+}
+
+struct OidcShared {
     config: OidcConfig,
     http: reqwest::Client,
-    cache: Mutex<Option<Cached>>,
-    refresh: tokio::sync::Mutex<()>,
+    state: Mutex<OidcState>,
     exchanges: AtomicU64,
+}
+
+struct OidcState {
+    /// Backoff after failed exchanges: base and cap.
+    backoff: (Duration, Duration),
+    cache: Option<Cached>,
+    inflight: Option<SharedExchange>,
+    /// Failed exchanges in a row.
+    failures: u32,
+    /// No exchange starts before this (backoff after a failure).
+    retry_at: Option<tokio::time::Instant>,
+    last_error: Option<OosError>,
+}
+
+impl std::fmt::Debug for OidcCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.shared.lock();
+        f.debug_struct("OidcCredentials")
+            .field("config", &self.shared.config)
+            .field("exchanges", &self.exchange_count())
+            .field("expiration", &st.cache.as_ref().map(|c| c.expiration))
+            .field("failures", &st.failures)
+            .finish()
+    }
 }
 
 #[derive(Deserialize)]
@@ -259,67 +321,143 @@ impl OidcCredentials {
     pub fn new(config: OidcConfig) -> Result<Self, OosError> {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
+            // The URL carries the OIDC token: never send it anywhere else.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| OosError::Config(format!("STS HTTP client: {}", e.without_url())))?;
         Ok(Self {
-            config,
-            http,
-            cache: Mutex::new(None),
-            refresh: tokio::sync::Mutex::new(()),
-            exchanges: AtomicU64::new(0),
+            shared: Arc::new(OidcShared {
+                config,
+                http,
+                state: Mutex::new(OidcState {
+                    backoff: (Duration::from_secs(1), Duration::from_secs(60)),
+                    cache: None,
+                    inflight: None,
+                    failures: 0,
+                    retry_at: None,
+                    last_error: None,
+                }),
+                exchanges: AtomicU64::new(0),
+            }),
         })
     }
 
+    /// Backoff between failed exchanges (default 1 s doubling up to 60 s).
+    pub fn with_refresh_backoff(self, base: Duration, max: Duration) -> Self {
+        self.shared.lock().backoff = (base, max.max(base));
+        self
+    }
+
     pub fn config(&self) -> &OidcConfig {
-        &self.config
+        &self.shared.config
     }
 
     /// Number of STS exchanges attempted so far.
     pub fn exchange_count(&self) -> u64 {
-        self.exchanges.load(Ordering::Relaxed)
+        self.shared.exchanges.load(Ordering::Relaxed)
     }
 
-    fn fresh_cached(&self) -> Option<Credentials> {
-        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache
-            .as_ref()
-            .filter(|c| Utc::now() < c.refresh_at)
-            .map(|c| c.credentials.clone())
-    }
-
-    async fn get_or_refresh(&self) -> Result<Credentials, OosError> {
-        if let Some(c) = self.fresh_cached() {
-            return Ok(c);
-        }
-        let _guard = self.refresh.lock().await;
-        // Another caller may have refreshed while we waited.
-        if let Some(c) = self.fresh_cached() {
-            return Ok(c);
-        }
-        match self.exchange().await {
-            Ok(fresh) => {
-                let c = fresh.credentials.clone();
-                *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(fresh);
-                Ok(c)
+    async fn get(&self) -> Result<Credentials, OosError> {
+        let exchange = {
+            let mut st = self.shared.lock();
+            let now = Utc::now();
+            if let Some(c) = st.cache.as_ref().filter(|c| now < c.refresh_at) {
+                return Ok(c.credentials.clone());
             }
-            Err(e) => {
-                // Keep serving still-valid credentials if STS hiccups inside the margin.
-                let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-                match cache.as_ref().filter(|c| Utc::now() < c.expiration) {
-                    Some(c) => {
-                        tracing::warn!(error = %e, "STS refresh failed, using cached credentials until they expire");
-                        Ok(c.credentials.clone())
+            let still_valid = st
+                .cache
+                .as_ref()
+                .filter(|c| now < c.expiration)
+                .map(|c| c.credentials.clone());
+            let exchange = match &st.inflight {
+                Some(f) => f.clone(),
+                None => match st.retry_at {
+                    Some(at) if tokio::time::Instant::now() < at => {
+                        return still_valid.ok_or_else(|| backing_off(&st, at));
                     }
-                    None => Err(e),
+                    _ => OidcShared::start(&self.shared, &mut st),
+                },
+            };
+            if let Some(c) = still_valid {
+                // Serve what is still valid; the refresh goes on in the background.
+                return Ok(c);
+            }
+            exchange
+        };
+        exchange.await
+    }
+}
+
+/// The error for a caller arriving during the backoff after failed exchanges.
+fn backing_off(st: &OidcState, retry_at: tokio::time::Instant) -> OosError {
+    let wait = retry_at.saturating_duration_since(tokio::time::Instant::now());
+    let (last, transient) = match &st.last_error {
+        Some(OosError::Credentials(c)) => (c.message.clone(), c.transient),
+        Some(other) => (other.to_string(), other.is_retryable()),
+        None => ("unknown error".to_owned(), true),
+    };
+    OosError::Credentials(CredentialsError {
+        message: format!(
+            "{last} ({} failed STS exchange(s) in a row; next one in {} ms)",
+            st.failures,
+            wait.as_millis()
+        ),
+        transient,
+    })
+}
+
+impl OidcShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OidcState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Start the one exchange (in its own task) and record it as in flight.
+    fn start(this: &Arc<Self>, st: &mut OidcState) -> SharedExchange {
+        let me = this.clone();
+        let task = tokio::spawn(async move {
+            let result = me.exchange().await;
+            let mut st = me.lock();
+            st.inflight = None;
+            match result {
+                Ok(fresh) => {
+                    let c = fresh.credentials.clone();
+                    st.cache = Some(fresh);
+                    st.failures = 0;
+                    st.retry_at = None;
+                    st.last_error = None;
+                    Ok(c)
+                }
+                Err(e) => {
+                    st.failures = st.failures.saturating_add(1);
+                    let (base, max) = st.backoff;
+                    let exp = base
+                        .saturating_mul(1u32 << (st.failures - 1).min(20))
+                        .min(max);
+                    let delay = exp / 2 + (exp / 2).mul_f64(rand::random::<f64>());
+                    st.retry_at = Some(tokio::time::Instant::now() + delay);
+                    st.last_error = Some(e.clone());
+                    tracing::warn!(error = %e, failures = st.failures, retry_in_ms = delay.as_millis() as u64, "STS AssumeRoleWithOIDC failed");
+                    Err(e)
                 }
             }
+        });
+        let exchange = async move {
+            task.await.unwrap_or_else(|e| {
+                Err(OosError::credentials_transient(format!(
+                    "STS exchange task ended abnormally: {e}"
+                )))
+            })
         }
+        .boxed()
+        .shared();
+        st.inflight = Some(exchange.clone());
+        exchange
     }
 
     async fn exchange(&self) -> Result<Cached, OosError> {
         self.exchanges.fetch_add(1, Ordering::Relaxed);
         let token = read_token(&self.config.token_file).await?;
-        let mut params: Vec<(String, String)> = vec![
+        let mut params: Zeroizing<Vec<(String, String)>> = Zeroizing::new(vec![
             ("Action".into(), "AssumeRoleWithOIDC".into()),
             ("Format".into(), "JSON".into()),
             ("Version".into(), "2015-04-01".into()),
@@ -332,7 +470,7 @@ impl OidcCredentials {
                 "OIDCProviderArn".into(),
                 self.config.oidc_provider_arn.clone(),
             ),
-            ("OIDCToken".into(), token.expose().to_owned()),
+            ("OIDCToken".into(), token.expose_secret().to_owned()),
             (
                 "RoleSessionName".into(),
                 self.config.role_session_name.clone(),
@@ -341,20 +479,20 @@ impl OidcCredentials {
                 "Timestamp".into(),
                 Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
             ),
-        ];
+        ]);
         if let Some(p) = &self.config.policy {
             params.push(("Policy".into(), p.clone()));
         }
-        let url = format!(
+        let url = Zeroizing::new(format!(
             "{}/?{}",
             self.config.sts_endpoint.trim_end_matches('/'),
             canonical_query(&params)
-        );
+        ));
         let started = Utc::now();
         // `without_url`: the URL carries the OIDC token.
         let resp = self
             .http
-            .get(url)
+            .get(url.as_str())
             .header("accept", "application/json")
             .send()
             .await
@@ -365,6 +503,12 @@ impl OidcCredentials {
                 ))
             })?;
         let status = resp.status().as_u16();
+        if (300..400).contains(&status) {
+            // Neither the Location nor the body is kept: they may repeat the token.
+            return Err(OosError::credentials(format!(
+                "STS AssumeRoleWithOIDC answered HTTP {status} (a redirect); redirects are not followed, check {ENV_STS_ENDPOINT}"
+            )));
+        }
         let body = resp.bytes().await.map_err(|e| {
             OosError::credentials_transient(format!(
                 "STS AssumeRoleWithOIDC body: {}",
@@ -372,8 +516,8 @@ impl OidcCredentials {
             ))
         })?;
         if status != 200 {
-            let (code, message) = super::client::error_code_message(&body);
-            let message = message.replace(token.expose(), "******");
+            let (code, message) = error_code_message(&body);
+            let message = message.replace(token.expose_secret(), MASKED_SECRET);
             let text = format!("STS AssumeRoleWithOIDC failed: HTTP {status} {code}: {message}");
             let transient = status >= 500 || status == 429 || code.contains("Throttling");
             return Err(if transient {
@@ -423,13 +567,13 @@ fn refresh_time(obtained: DateTime<Utc>, expiration: DateTime<Utc>) -> DateTime<
 }
 
 async fn read_token(path: &Path) -> Result<SecretString, OosError> {
-    let raw = tokio::fs::read_to_string(path).await.map_err(|e| {
+    let raw = Zeroizing::new(tokio::fs::read_to_string(path).await.map_err(|e| {
         // Transient: the projected volume may not be mounted/rotated yet.
         OosError::credentials_transient(format!(
             "cannot read OIDC token file {}: {e}",
             path.display()
         ))
-    })?;
+    })?);
     let token = raw.trim();
     if token.is_empty() {
         return Err(OosError::credentials_transient(format!(
@@ -442,13 +586,17 @@ async fn read_token(path: &Path) -> Result<SecretString, OosError> {
 
 impl CredentialProvider for OidcCredentials {
     fn credentials(&self) -> BoxFuture<'_, Result<Credentials, OosError>> {
-        Box::pin(self.get_or_refresh())
+        Box::pin(self.get())
     }
     fn kind(&self) -> &'static str {
         "oidc_role_arn"
     }
+    /// `role:<RoleArn>`: the STS key id changes at every refresh, the role does not.
+    fn identity(&self) -> String {
+        format!("role:{}", self.shared.config.role_arn)
+    }
     fn invalidate(&self) {
-        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.shared.lock().cache = None;
     }
 }
 
@@ -487,19 +635,24 @@ pub fn file_credentials_from(lookup: EnvLookup<'_>) -> Result<Option<StaticCrede
     let text = std::fs::read_to_string(&path)
         .map_err(|e| OosError::credentials(format!("cannot read {}: {e}", path.display())))?;
     let profile = get(lookup, ENV_PROFILE).unwrap_or_else(|| "default".to_owned());
-    let section = ini_section(&text, &profile).ok_or_else(|| {
+    let ini = Ini::load_from_str_opt(
+        &text,
+        // Quotes are stripped; `\` is a plain character (a secret may contain one).
+        ParseOption {
+            enabled_quote: true,
+            enabled_escape: false,
+            ..ParseOption::default()
+        },
+    )
+    // The parser's message names line, column and what it expected, never the text.
+    .map_err(|e| OosError::credentials(format!("cannot parse {}: {e}", path.display())))?;
+    let section = ini.section(Some(profile.as_str())).ok_or_else(|| {
         OosError::credentials(format!(
             "profile [{profile}] not found in {}",
             path.display()
         ))
     })?;
-    let field = |k: &str| {
-        section
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-            .filter(|v| !v.is_empty())
-    };
+    let field = |k: &str| section.get(k).map(str::to_owned).filter(|v| !v.is_empty());
     let kind = field("type").unwrap_or_else(|| "access_key".into());
     if kind != "access_key" {
         return Err(OosError::credentials(format!(
@@ -516,31 +669,6 @@ pub fn file_credentials_from(lookup: EnvLookup<'_>) -> Result<Option<StaticCrede
             path.display()
         ))),
     }
-}
-
-/// Minimal INI reader: `[section]`, `key = value`, `;`/`#` comment lines, optional quotes.
-fn ini_section(text: &str, wanted: &str) -> Option<Vec<(String, String)>> {
-    let mut current: Option<&str> = None;
-    let mut found = false;
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            current = Some(name.trim());
-            found |= name.trim() == wanted;
-            continue;
-        }
-        if current == Some(wanted)
-            && let Some((k, v)) = line.split_once('=')
-        {
-            let v = v.trim().trim_matches('"').trim_matches('\'');
-            out.push((k.trim().to_owned(), v.to_owned()));
-        }
-    }
-    found.then_some(out)
 }
 
 // ---------------------------------------------------------------- default chain
@@ -589,6 +717,9 @@ impl CredentialProvider for DefaultChain {
     fn kind(&self) -> &'static str {
         self.inner.kind()
     }
+    fn identity(&self) -> String {
+        self.inner.identity()
+    }
     fn invalidate(&self) {
         self.inner.invalidate()
     }
@@ -622,8 +753,11 @@ mod tests {
         let p = env_credentials_from(&e).unwrap().unwrap();
         let c = p.credentials().await.unwrap();
         assert_eq!(c.access_key_id, "AKID");
-        assert_eq!(c.access_key_secret.expose(), "SK-SECRET-1");
-        assert_eq!(c.security_token.as_ref().unwrap().expose(), "TOK-SECRET-2");
+        assert_eq!(c.access_key_secret.expose_secret(), "SK-SECRET-1");
+        assert_eq!(
+            c.security_token.as_ref().unwrap().expose_secret(),
+            "TOK-SECRET-2"
+        );
         assert_eq!(p.kind(), "env");
         let dbg = format!("{p:?} {c:?}");
         assert!(
@@ -644,6 +778,38 @@ mod tests {
             .unwrap()
             .is_none()
         );
+    }
+
+    #[test]
+    fn identities_are_stable_and_not_secret() {
+        let s = StaticCredentials::new("AKID-1", "SK-SECRET", Some("TOK-SECRET".into()));
+        assert_eq!(s.identity(), "AKID-1");
+        let e = env_credentials_from(&env(&[
+            (ENV_ACCESS_KEY_ID, "AKID-2"),
+            (ENV_ACCESS_KEY_SECRET, "SK-SECRET"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(e.identity(), "AKID-2");
+        let oidc = [
+            (ENV_ROLE_ARN, "acs:ram::1:role/r"),
+            (ENV_OIDC_PROVIDER_ARN, "p"),
+            (ENV_OIDC_TOKEN_FILE, "/t"),
+        ];
+        let o =
+            OidcCredentials::new(OidcConfig::from_lookup(&env(&oidc)).unwrap().unwrap()).unwrap();
+        assert_eq!(o.identity(), "role:acs:ram::1:role/r");
+        let chain = DefaultChain::from_lookup(&env(&oidc)).unwrap();
+        assert_eq!(chain.identity(), "role:acs:ram::1:role/r");
+        let chain = DefaultChain::from_lookup(&env(&[
+            (ENV_ACCESS_KEY_ID, "AKID-3"),
+            (ENV_ACCESS_KEY_SECRET, "SK-SECRET"),
+        ]))
+        .unwrap();
+        assert_eq!(chain.identity(), "AKID-3");
+        for id in [s.identity(), e.identity(), o.identity(), chain.identity()] {
+            assert!(!id.contains("SECRET"), "{id}");
+        }
     }
 
     #[test]
@@ -734,7 +900,10 @@ mod tests {
             .unwrap();
         let got = c.credentials().await.unwrap();
         assert_eq!(
-            (got.access_key_id.as_str(), got.access_key_secret.expose()),
+            (
+                got.access_key_id.as_str(),
+                got.access_key_secret.expose_secret()
+            ),
             ("OTH", "OTH-SECRET")
         );
         assert_eq!(c.kind(), "profile");
@@ -763,6 +932,48 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(c.credentials().await.unwrap().access_key_id, "DEF");
+    }
+
+    /// What rust-ini has to accept for Alibaba's file: `#` comment lines, CRLF, single and
+    /// double quotes, and `#`, `;`, `\\` and `=` inside values (secrets may contain them).
+    #[tokio::test]
+    async fn credentials_file_syntax() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("creds");
+        std::fs::write(
+            &path,
+            "# leading comment\r\n[default]\r\naccess_key_id = 'SQ'\r\n\
+             access_key_secret = a#b;c\\d=e\r\n[spaced]\naccess_key_id=NS\naccess_key_secret=\"x y\"\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let got = file_credentials_from(&env(&[(ENV_CREDENTIALS_FILE, p)]))
+            .unwrap()
+            .unwrap()
+            .credentials()
+            .await
+            .unwrap();
+        assert_eq!(got.access_key_id, "SQ");
+        assert_eq!(got.access_key_secret.expose_secret(), "a#b;c\\d=e");
+        let got =
+            file_credentials_from(&env(&[(ENV_CREDENTIALS_FILE, p), (ENV_PROFILE, "spaced")]))
+                .unwrap()
+                .unwrap()
+                .credentials()
+                .await
+                .unwrap();
+        assert_eq!(
+            (
+                got.access_key_id.as_str(),
+                got.access_key_secret.expose_secret()
+            ),
+            ("NS", "x y")
+        );
+        // A malformed file is a terminal error naming the position, not the content.
+        std::fs::write(&path, "[default\naccess_key_secret = TOPSECRET\n").unwrap();
+        let e = file_credentials_from(&env(&[(ENV_CREDENTIALS_FILE, p)])).unwrap_err();
+        assert!(!e.is_retryable());
+        assert!(!e.to_string().contains("TOPSECRET"), "{e}");
     }
 
     #[test]

@@ -119,9 +119,65 @@ impl OosError {
         }
     }
 
-    /// True when the service may have executed the request although the client saw no answer.
+    /// A throttling answer: a code containing `Throttling`, HTTP 429, or a valid
+    /// `x-acs-retry-after` (the SDK's rule). Closes the throttle gate of its key.
+    pub fn is_throttling(&self) -> bool {
+        match self {
+            OosError::Api {
+                status,
+                code,
+                retry_after,
+                ..
+            } => code.contains("Throttling") || *status == 429 || retry_after.is_some(),
+            _ => false,
+        }
+    }
+
+    /// The service's `x-acs-retry-after`, for API errors that carried a valid one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            OosError::Api { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// True when the service may have executed the request although it did not say so: no
+    /// answer (transport error, timeout) or a 5xx that is not throttling (a gateway or the
+    /// service may fail after the write committed).
     pub(crate) fn is_ambiguous(&self) -> bool {
-        matches!(self, OosError::Transport(_) | OosError::Timeout)
+        match self {
+            OosError::Transport(_) | OosError::Timeout => true,
+            OosError::Api { status, .. } => *status >= 500 && !self.is_throttling(),
+            _ => false,
+        }
+    }
+}
+
+/// The first of `names` present in `obj` as a JSON string.
+pub(crate) fn json_field(
+    obj: &serde_json::Map<String, serde_json::Value>,
+    names: &[&str],
+) -> Option<String> {
+    names
+        .iter()
+        .find_map(|n| obj.get(*n))
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
+}
+
+/// `Code`/`code` and `Message`/`message` of an Alibaba error body, if it is JSON.
+pub(crate) fn error_code_message(body: &[u8]) -> (String, String) {
+    let obj = serde_json::from_slice::<serde_json::Value>(body).ok();
+    let obj = obj.as_ref().and_then(|v| v.as_object());
+    match obj {
+        Some(o) => (
+            json_field(o, &["Code", "code"]).unwrap_or_else(|| "Unknown".into()),
+            json_field(o, &["Message", "message"]).unwrap_or_default(),
+        ),
+        None => (
+            "Unknown".into(),
+            format!("non-JSON error body ({} bytes)", body.len()),
+        ),
     }
 }
 
@@ -183,6 +239,37 @@ mod tests {
         assert!(!OosError::Decode("x".into()).is_retryable());
         assert!(!OosError::credentials("x").is_retryable());
         assert!(OosError::credentials_transient("x").is_retryable());
+    }
+
+    #[test]
+    fn throttling_and_ambiguity() {
+        for (status, code) in [
+            (400, "Throttling.User"),
+            (429, "TooMany"),
+            (503, "Throttling"),
+        ] {
+            let e = api(status, code);
+            assert!(e.is_throttling() && !e.is_ambiguous(), "{code}");
+        }
+        let mut ra = api(400, "Whatever");
+        if let OosError::Api { retry_after, .. } = &mut ra {
+            *retry_after = Some(Duration::from_millis(5));
+        }
+        assert!(ra.is_throttling());
+        assert_eq!(ra.retry_after(), Some(Duration::from_millis(5)));
+        // A 5xx that is not throttling may have committed.
+        for (status, code) in [
+            (500, "InternalError"),
+            (502, "Unknown"),
+            (503, "ServiceUnavailable"),
+        ] {
+            let e = api(status, code);
+            assert!(e.is_ambiguous() && !e.is_throttling(), "{code}");
+        }
+        assert!(OosError::Timeout.is_ambiguous());
+        assert!(OosError::Transport("reset".into()).is_ambiguous());
+        assert!(!api(409, "EntityAlreadyExists.ChatConfiguration").is_ambiguous());
+        assert!(!api(400, "InvalidParameter").is_throttling());
     }
 
     #[test]

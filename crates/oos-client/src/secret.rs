@@ -1,56 +1,19 @@
-//! A string that never shows up in `Debug`/`Display` output (logs, error messages, panics).
+//! Secret values (AccessKeySecret, STS token, OIDC token, DingTalk ClientSecret, AesKey).
+//!
+//! The type is [`secrecy::SecretString`], re-exported here with [`ExposeSecret`]: its `Debug`
+//! prints `SecretBox<str>([REDACTED])`, it has no `Display`, no `PartialEq` and no `Serialize`
+//! (so it can neither be printed nor land in a serialised object by accident), and it zeroizes
+//! its buffer on drop. The value is only reachable through
+//! [`expose_secret`](ExposeSecret::expose_secret).
 
-use serde::{Deserialize, Serialize};
+pub use secrecy::{ExposeSecret, SecretString};
 
-/// Text printed instead of a secret.
-pub const REDACTED: &str = "<redacted>";
-
-/// A secret value (AccessKeySecret, STS token, OIDC token, DingTalk ClientSecret, AesKey).
-///
-/// `Debug` and `Display` print `<redacted>`; the value is only reachable through [`expose`].
-/// Serde is transparent on purpose: the value has to reach the wire (JSON `Configuration`).
-///
-/// [`expose`]: SecretString::expose
-#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct SecretString(String);
-
-impl SecretString {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself; callers must not log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl From<String> for SecretString {
-    fn from(value: String) -> Self {
-        Self(value)
-    }
-}
-
-impl From<&str> for SecretString {
-    fn from(value: &str) -> Self {
-        Self(value.to_owned())
-    }
-}
-
-impl std::fmt::Debug for SecretString {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(REDACTED)
-    }
-}
-
-impl std::fmt::Display for SecretString {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(REDACTED)
+/// Equality of two optional secrets by value (`SecretString` has no `PartialEq` on purpose).
+pub fn secret_eq(a: Option<&SecretString>, b: Option<&SecretString>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.expose_secret() == b.expose_secret(),
+        (None, None) => true,
+        _ => false,
     }
 }
 
@@ -58,24 +21,47 @@ impl std::fmt::Display for SecretString {
 mod tests {
     use super::*;
 
+    const VALUE: &str = "hunter2-very-secret";
+
     #[test]
-    fn debug_and_display_redact() {
-        let s = SecretString::from("hunter2-very-secret".to_string());
-        assert_eq!(format!("{s:?}"), "<redacted>");
-        assert_eq!(format!("{s}"), "<redacted>");
-        assert_eq!(
+    fn debug_redacts() {
+        let s = SecretString::from(VALUE.to_string());
+        for text in [
+            format!("{s:?}"),
+            format!("{s:#?}"),
             format!("{:#?}", Some(s.clone())),
-            "Some(\n    <redacted>,\n)"
-        );
-        assert_eq!(s.expose(), "hunter2-very-secret");
+            format!("{:?}", vec![s.clone()]),
+        ] {
+            assert!(!text.contains(VALUE), "{text}");
+            assert!(text.contains("REDACTED"), "{text}");
+        }
+        assert_eq!(s.expose_secret(), VALUE);
+        assert_eq!(SecretString::from(VALUE).expose_secret(), VALUE);
+        assert!(SecretString::default().expose_secret().is_empty());
     }
 
     #[test]
-    fn serde_is_transparent() {
-        let s = SecretString::from("abc");
-        assert_eq!(serde_json::to_string(&s).unwrap(), "\"abc\"");
-        let back: SecretString = serde_json::from_str("\"xyz\"").unwrap();
-        assert_eq!(back.expose(), "xyz");
-        assert_ne!(back, s);
+    fn panic_messages_do_not_show_the_value() {
+        let s = SecretString::from(VALUE);
+        fn fail(r: Result<(), SecretString>) {
+            r.expect("failed with")
+        }
+        let caught = std::panic::catch_unwind(|| fail(Err(s))).unwrap_err();
+        let text = caught
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| caught.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap();
+        assert!(text.starts_with("failed with"), "{text}");
+        assert!(!text.contains(VALUE), "{text}");
+    }
+
+    #[test]
+    fn equality_by_value() {
+        let a = SecretString::from("x");
+        assert!(secret_eq(Some(&a), Some(&SecretString::from("x"))));
+        assert!(!secret_eq(Some(&a), Some(&SecretString::from("y"))));
+        assert!(!secret_eq(Some(&a), None));
+        assert!(secret_eq(None, None));
     }
 }

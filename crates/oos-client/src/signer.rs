@@ -2,7 +2,9 @@
 //! ordinary header values supplied by the caller, so every output is reproducible in tests.
 
 use hmac::{Hmac, Mac};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroize;
 
 pub const ALGORITHM: &str = "ACS3-HMAC-SHA256";
 
@@ -23,21 +25,17 @@ pub fn hmac_sha256_hex(key: &[u8], message: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// RFC 3986 percent-encoding: keep `A-Z a-z 0-9 - _ . ~`, encode every other UTF-8 byte as
-/// `%XX` with uppercase hex (space is `%20`, never `+`).
+/// RFC 3986 unreserved characters (`A-Z a-z 0-9 - _ . ~`) stay as they are; every other
+/// UTF-8 byte is encoded. `NON_ALPHANUMERIC` is "everything but ASCII letters and digits".
+const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// RFC 3986 percent-encoding with uppercase hex (space is `%20`, never `+`).
 pub fn percent_encode(input: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(input.len() * 3);
-    for &b in input.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(HEX[(b >> 4) as usize] as char);
-            out.push(HEX[(b & 0x0f) as usize] as char);
-        }
-    }
-    out
+    utf8_percent_encode(input, NOT_UNRESERVED).to_string()
 }
 
 /// Canonical query: sort by name then value in byte order, encode both per RFC 3986, join
@@ -81,8 +79,9 @@ pub fn canonical_headers<K: AsRef<str>, V: AsRef<str>>(headers: &[(K, V)]) -> (S
     (block, signed)
 }
 
-/// Everything the signature covers.
-#[derive(Debug, Clone, Copy)]
+/// Everything the signature covers. `Debug` shows parameter and header names only (values
+/// hold secrets: the `Configuration` query, the STS token header).
+#[derive(Clone, Copy)]
 pub struct SigningRequest<'a> {
     pub method: &'a str,
     pub path: &'a str,
@@ -95,8 +94,11 @@ pub struct SigningRequest<'a> {
 }
 
 /// Every intermediate product, so tests can compare each step with the published vectors.
-/// Holds nothing secret: the key only enters the HMAC.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The canonical query and request hold every parameter value, secrets included (the
+/// `Configuration` JSON with the ClientSecret) and the STS token header: `Debug` redacts them
+/// (and the signature, which authorises the request), and both are zeroized on drop.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Signature {
     pub canonical_query: String,
     pub canonical_request: String,
@@ -105,6 +107,44 @@ pub struct Signature {
     pub signed_headers: String,
     pub signature: String,
     pub authorization: String,
+}
+
+impl std::fmt::Debug for SigningRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = |pairs: &[(String, String)]| -> Vec<String> {
+            pairs.iter().map(|(k, _)| k.clone()).collect()
+        };
+        f.debug_struct("SigningRequest")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("query_names", &names(self.query))
+            .field("header_names", &names(self.headers))
+            .field("payload_hash", &self.payload_hash)
+            .finish()
+    }
+}
+
+const REDACTED: &str = "<redacted>";
+
+impl std::fmt::Debug for Signature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signature")
+            .field("canonical_query", &REDACTED)
+            .field("canonical_request", &REDACTED)
+            .field("hashed_canonical_request", &self.hashed_canonical_request)
+            .field("string_to_sign", &self.string_to_sign)
+            .field("signed_headers", &self.signed_headers)
+            .field("signature", &REDACTED)
+            .field("authorization", &REDACTED)
+            .finish()
+    }
+}
+
+impl Drop for Signature {
+    fn drop(&mut self) {
+        self.canonical_query.zeroize();
+        self.canonical_request.zeroize();
+    }
 }
 
 /// Sign `request` with the key pair. `access_key_secret` is only used as the HMAC key.
@@ -375,6 +415,22 @@ mod tests {
         assert_eq!(percent_encode(""), "");
     }
 
+    /// Every ASCII character and a few multi-byte ones against the RFC 3986 rule written out.
+    #[test]
+    fn percent_encoding_exhaustive_ascii() {
+        for b in 0u8..128 {
+            let c = b as char;
+            let expected = if c.is_ascii_alphanumeric() || "-_.~".contains(c) {
+                c.to_string()
+            } else {
+                format!("%{b:02X}")
+            };
+            assert_eq!(percent_encode(&c.to_string()), expected, "byte {b}");
+        }
+        assert_eq!(percent_encode("\u{7f}\u{80}\u{ff}"), "%7F%C2%80%C3%BF");
+        assert_eq!(percent_encode("😀"), "%F0%9F%98%80");
+    }
+
     #[test]
     fn canonical_query_sorts_as_strings_and_keeps_empty_values() {
         let q = owned(&[
@@ -423,5 +479,34 @@ mod tests {
         assert_eq!(a.canonical_request, b.canonical_request);
         assert_ne!(a.signature, b.signature);
         assert!(!format!("{a:?}").contains("secret-a"));
+    }
+
+    /// The canonical query and request carry every value (a ClientSecret, an STS token):
+    /// neither the signature's nor the signing request's Debug shows them.
+    #[test]
+    fn debug_redacts_signed_material() {
+        let q = owned(&[("Configuration", r#"{"DingTalkClientSecret":"TOPSECRET-Q"}"#)]);
+        let mut h = oos_headers("CreateChatConfiguration");
+        h.push(("x-acs-security-token".into(), "TOPSECRET-T".into()));
+        let req = SigningRequest {
+            method: "POST",
+            path: "/",
+            query: &q,
+            headers: &h,
+            payload_hash: EMPTY_PAYLOAD_HASH,
+        };
+        let sig = sign("id", "TOPSECRET-K", &req);
+        assert!(sig.canonical_request.contains("TOPSECRET-Q"));
+        for text in [
+            format!("{sig:?}"),
+            format!("{sig:#?}"),
+            format!("{req:?}"),
+            format!("{req:#?}"),
+        ] {
+            assert!(!text.contains("TOPSECRET"), "{text}");
+            assert!(!text.contains(&sig.signature), "{text}");
+        }
+        assert!(format!("{req:?}").contains("Configuration"));
+        assert!(format!("{sig:?}").contains(&sig.signed_headers));
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::secret::SecretString;
+use crate::secret::{ExposeSecret, SecretString, secret_eq};
 
 use super::error::OosError;
 
@@ -74,13 +74,95 @@ impl<'de> Deserialize<'de> for ChatType {
     }
 }
 
-/// Whether a `Configuration`/`Outputs` key holds a secret. The WeCom keys are not published,
-/// so anything that looks like a credential is treated as one.
+/// Substrings that make a JSON key sensitive (compared with the key in ASCII lowercase).
+pub const SENSITIVE_KEY_PARTS: [&str; 7] = [
+    "secret",
+    "token",
+    "password",
+    "passwd",
+    "aeskey",
+    "privatekey",
+    "credential",
+];
+
+/// The one masking rule of the client (CLI printing, `Debug`, error scrubbing): a JSON key is
+/// sensitive iff its ASCII-lowercase form contains any of [`SENSITIVE_KEY_PARTS`]. The WeCom
+/// keys are not published, so anything that looks like a credential is treated as one.
 pub fn is_sensitive_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    ["secret", "aeskey", "token", "password"]
-        .iter()
-        .any(|s| k.contains(s))
+    SENSITIVE_KEY_PARTS.iter().any(|s| k.contains(s))
+}
+
+/// Replace the value of every sensitive key (whatever its JSON type) by [`MASKED_SECRET`], at
+/// every depth: inside nested objects and inside arrays.
+pub fn mask_sensitive(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if is_sensitive_key(k) {
+                    *v = Value::String(MASKED_SECRET.into());
+                } else {
+                    mask_sensitive(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(mask_sensitive),
+        _ => {}
+    }
+}
+
+/// The values [`mask_sensitive`] would hide, as text (every string or number leaf under a
+/// sensitive key, at any depth): the client masks them in service error messages.
+pub fn sensitive_values(value: &Value) -> Vec<String> {
+    fn leaves(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) => out.push(s.clone()),
+            Value::Number(n) => out.push(n.to_string()),
+            Value::Array(items) => items.iter().for_each(|i| leaves(i, out)),
+            Value::Object(map) => map.values().for_each(|i| leaves(i, out)),
+            Value::Bool(_) | Value::Null => {}
+        }
+    }
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    if is_sensitive_key(k) {
+                        leaves(v, out);
+                    } else {
+                        walk(v, out);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(value, &mut out);
+    out
+}
+
+/// Whether `desired` equals `remote` where the service masks secrets: a remote
+/// [`MASKED_SECRET`] under a sensitive key (at any depth) matches any desired value.
+fn matches_masked(key_sensitive: bool, desired: &Value, remote: &Value) -> bool {
+    match (desired, remote) {
+        (_, Value::String(r)) if key_sensitive && r == MASKED_SECRET => true,
+        (Value::Object(d), Value::Object(r)) => {
+            d.len() == r.len()
+                && d.iter().all(|(k, dv)| {
+                    r.get(k)
+                        .is_some_and(|rv| matches_masked(is_sensitive_key(k), dv, rv))
+                })
+        }
+        (Value::Array(d), Value::Array(r)) => {
+            d.len() == r.len()
+                && d.iter()
+                    .zip(r)
+                    .all(|(dv, rv)| matches_masked(key_sensitive, dv, rv))
+        }
+        (d, r) => d == r,
+    }
 }
 
 const K_CLIENT_ID: &str = "DingTalkClientId";
@@ -88,7 +170,8 @@ const K_CLIENT_SECRET: &str = "DingTalkClientSecret";
 const K_TEMPLATE_ID: &str = "DingTalkTemplateId";
 
 /// The `Configuration` JSON object (sent and returned as a JSON *string*).
-#[derive(Clone, PartialEq, Default)]
+/// `PartialEq` compares secrets by value.
+#[derive(Clone, Default)]
 pub struct ChatSettings {
     pub ding_talk_client_id: Option<String>,
     pub ding_talk_client_secret: Option<SecretString>,
@@ -108,41 +191,37 @@ impl ChatSettings {
         serde_json::from_str(s)
     }
 
-    /// A copy with every secret value replaced by [`MASKED_SECRET`] (for printing).
+    /// A copy with every secret value replaced by [`MASKED_SECRET`] (for printing): the
+    /// typed `DingTalkClientSecret` and, through [`mask_sensitive`], every sensitive key of
+    /// `extra` at any depth.
     pub fn masked(&self) -> ChatSettings {
-        let mut out = self.clone();
-        if out.ding_talk_client_secret.is_some() {
-            out.ding_talk_client_secret = Some(SecretString::from(MASKED_SECRET));
-        }
-        for (k, v) in out.extra.iter_mut() {
-            if is_sensitive_key(k) {
-                *v = Value::String(MASKED_SECRET.into());
-            }
-        }
-        out
+        let mut v = Value::Object(self.to_map());
+        mask_sensitive(&mut v);
+        serde_json::from_value(v).expect("a JSON object always parses as ChatSettings")
+    }
+
+    /// The JSON object with [`mask_sensitive`] applied (for printing).
+    pub fn masked_json(&self) -> Value {
+        let mut v = Value::Object(self.to_map());
+        mask_sensitive(&mut v);
+        v
+    }
+
+    /// The values [`masked`](Self::masked) hides (for scrubbing error messages).
+    pub(crate) fn secret_values(&self) -> Vec<String> {
+        sensitive_values(&Value::Object(self.to_map()))
     }
 
     /// Whether `remote` (as returned by Get, secrets masked) matches this desired state.
-    /// A remote secret equal to `******` matches any desired secret: Get never reveals it,
-    /// so secret drift cannot be seen. Other keys must match as parsed JSON.
+    /// A remote value equal to `******` under a sensitive key (at any depth) matches any
+    /// desired value: Get never reveals secrets, so secret drift cannot be seen. Everything
+    /// else must match as parsed JSON.
     pub fn matches_remote(&self, remote: &ChatSettings) -> bool {
-        let secret_ok = match (
-            &self.ding_talk_client_secret,
-            &remote.ding_talk_client_secret,
-        ) {
-            (Some(_), Some(r)) if r.expose() == MASKED_SECRET => true,
-            (a, b) => a == b,
-        };
-        let extra_ok = self.extra.len() == remote.extra.len()
-            && self.extra.iter().all(|(k, v)| match remote.extra.get(k) {
-                Some(Value::String(r)) if r == MASKED_SECRET && is_sensitive_key(k) => true,
-                Some(r) => r == v,
-                None => false,
-            });
-        secret_ok
-            && extra_ok
-            && self.ding_talk_client_id == remote.ding_talk_client_id
-            && self.ding_talk_template_id == remote.ding_talk_template_id
+        matches_masked(
+            false,
+            &Value::Object(self.to_map()),
+            &Value::Object(remote.to_map()),
+        )
     }
 
     fn to_map(&self) -> serde_json::Map<String, Value> {
@@ -154,12 +233,27 @@ impl ChatSettings {
             m.insert(K_CLIENT_ID.into(), Value::String(v.clone()));
         }
         if let Some(v) = &self.ding_talk_client_secret {
-            m.insert(K_CLIENT_SECRET.into(), Value::String(v.expose().to_owned()));
+            m.insert(
+                K_CLIENT_SECRET.into(),
+                Value::String(v.expose_secret().to_owned()),
+            );
         }
         if let Some(v) = &self.ding_talk_template_id {
             m.insert(K_TEMPLATE_ID.into(), Value::String(v.clone()));
         }
         m
+    }
+}
+
+impl PartialEq for ChatSettings {
+    fn eq(&self, other: &Self) -> bool {
+        self.ding_talk_client_id == other.ding_talk_client_id
+            && secret_eq(
+                self.ding_talk_client_secret.as_ref(),
+                other.ding_talk_client_secret.as_ref(),
+            )
+            && self.ding_talk_template_id == other.ding_talk_template_id
+            && self.extra == other.extra
     }
 }
 
@@ -171,7 +265,9 @@ impl Serialize for ChatSettings {
             (K_CLIENT_ID, self.ding_talk_client_id.as_deref()),
             (
                 K_CLIENT_SECRET,
-                self.ding_talk_client_secret.as_ref().map(|s| s.expose()),
+                self.ding_talk_client_secret
+                    .as_ref()
+                    .map(|s| s.expose_secret()),
             ),
             (K_TEMPLATE_ID, self.ding_talk_template_id.as_deref()),
         ];
@@ -216,14 +312,17 @@ impl<'de> Deserialize<'de> for ChatSettings {
 
 impl std::fmt::Debug for ChatSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // `masked()` replaces secret values, so Debug cannot leak them.
-        let m = self.masked().to_map();
-        f.debug_map().entries(m.iter()).finish()
+        // `masked_json()` replaces secret values, so Debug cannot leak them.
+        match self.masked_json() {
+            Value::Object(m) => f.debug_map().entries(m.iter()).finish(),
+            _ => unreachable!("masked_json builds an object"),
+        }
     }
 }
 
 /// The `Outputs` JSON string: webhook `URL` and, for WeCom, `AesKey`.
-#[derive(Clone, PartialEq, Default)]
+/// `PartialEq` compares secrets by value.
+#[derive(Clone, Default)]
 pub struct Outputs {
     pub url: Option<String>,
     pub aes_key: Option<SecretString>,
@@ -249,24 +348,30 @@ impl Outputs {
         })
     }
 
-    /// JSON object with secrets replaced by [`MASKED_SECRET`] (for printing).
+    /// JSON object with [`mask_sensitive`] applied (for printing): `AesKey` and every
+    /// sensitive key at any depth become [`MASKED_SECRET`].
     pub fn masked_json(&self) -> Value {
         let mut m = serde_json::Map::new();
         for (k, v) in &self.extra {
-            let v = if is_sensitive_key(k) {
-                Value::String(MASKED_SECRET.into())
-            } else {
-                v.clone()
-            };
-            m.insert(k.clone(), v);
+            m.insert(k.clone(), v.clone());
         }
         if let Some(u) = &self.url {
             m.insert("URL".into(), Value::String(u.clone()));
         }
-        if self.aes_key.is_some() {
-            m.insert("AesKey".into(), Value::String(MASKED_SECRET.into()));
+        if let Some(a) = &self.aes_key {
+            m.insert("AesKey".into(), Value::String(a.expose_secret().to_owned()));
         }
-        Value::Object(m)
+        let mut v = Value::Object(m);
+        mask_sensitive(&mut v);
+        v
+    }
+}
+
+impl PartialEq for Outputs {
+    fn eq(&self, other: &Self) -> bool {
+        self.url == other.url
+            && secret_eq(self.aes_key.as_ref(), other.aes_key.as_ref())
+            && self.extra == other.extra
     }
 }
 
@@ -295,6 +400,8 @@ pub struct ChatConfigurationStamp {
     pub name: String,
     pub created_date: Option<RemoteDate>,
     pub updated_date: Option<RemoteDate>,
+    /// `RequestId` of the answer (for logs and support tickets).
+    pub request_id: Option<String>,
 }
 
 /// Get response. `configuration`'s secret comes back as [`MASKED_SECRET`].
@@ -385,11 +492,15 @@ impl WireChatConfiguration {
             .ok_or_else(|| OosError::Decode("chat configuration without Name".into()))
     }
 
-    pub(crate) fn into_stamp(self) -> Result<ChatConfigurationStamp, OosError> {
+    pub(crate) fn into_stamp(
+        self,
+        request_id: Option<String>,
+    ) -> Result<ChatConfigurationStamp, OosError> {
         Ok(ChatConfigurationStamp {
             name: self.name()?,
             created_date: date("CreatedDate", self.created_date),
             updated_date: date("UpdatedDate", self.updated_date),
+            request_id,
         })
     }
 
@@ -617,7 +728,115 @@ mod tests {
         }
         assert!(format!("{s:?}").contains("visible-id"));
         assert!(format!("{o:?}").contains("https://x/webhook/"));
-        assert_eq!(o.aes_key.as_ref().unwrap().expose(), "TOPSECRET5");
+        assert_eq!(o.aes_key.as_ref().unwrap().expose_secret(), "TOPSECRET5");
+    }
+
+    #[test]
+    fn sensitive_keys_rule() {
+        for k in [
+            "DingTalkClientSecret",
+            "SECRET",
+            "AccessToken",
+            "password",
+            "DbPasswd",
+            "EncodingAESKey",
+            "aeskey",
+            "PrivateKey",
+            "privateKeyPem",
+            "Credentials",
+            "ServiceCredential",
+        ] {
+            assert!(is_sensitive_key(k), "{k}");
+        }
+        for k in [
+            "DingTalkClientId",
+            "URL",
+            "Mode",
+            "Key",
+            "Private",
+            "Pass",
+            "Aes",
+        ] {
+            assert!(!is_sensitive_key(k), "{k}");
+        }
+    }
+
+    #[test]
+    fn mask_sensitive_is_recursive_and_type_agnostic() {
+        let mut v = serde_json::json!({
+            "Id": "visible",
+            "Token": 12345,
+            "Nested": {
+                "CorpSecret": {"a": "S1"},
+                "List": [{"Password": ["S2", "S3"]}, {"Plain": "ok"}, "top-level-string"],
+                "Credential": null,
+                "Flag": true
+            },
+            "Arr": [[{"AesKey": false}]]
+        });
+        mask_sensitive(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "Id": "visible",
+                "Token": "******",
+                "Nested": {
+                    "CorpSecret": "******",
+                    "List": [{"Password": "******"}, {"Plain": "ok"}, "top-level-string"],
+                    "Credential": "******",
+                    "Flag": true
+                },
+                "Arr": [[{"AesKey": "******"}]]
+            })
+        );
+        let orig =
+            serde_json::json!({"A": {"B": [{"my_token": "S9", "n": 1}]}, "Secret": {"x": 7}});
+        let mut vals = sensitive_values(&orig);
+        vals.sort();
+        assert_eq!(vals, ["7", "S9"]);
+    }
+
+    #[test]
+    fn settings_and_outputs_mask_at_every_depth() {
+        let s = ChatSettings::from_json_str(
+            r#"{"DingTalkClientId":"id","DingTalkClientSecret":"TOPSECRET0","WeCom":{"Apps":[{"CorpSecret":"TOPSECRET1","AgentId":7}]},"Keys":[{"PrivateKey":{"pem":"TOPSECRET2"}}]}"#,
+        )
+        .unwrap();
+        let o = Outputs::from_json_str(
+            r#"{"URL":"https://x/","AesKey":"TOPSECRET3","Extra":{"deep":[{"callbackToken":"TOPSECRET4"}]}}"#,
+        )
+        .unwrap();
+        let masked = s.masked();
+        for text in [
+            format!("{s:?}"),
+            format!("{s:#?}"),
+            format!("{o:?}"),
+            format!("{masked:?}"),
+            masked.to_json_string(),
+            s.masked_json().to_string(),
+            o.masked_json().to_string(),
+        ] {
+            assert!(!text.contains("TOPSECRET"), "leak in {text}");
+        }
+        assert_eq!(
+            masked.to_json_string(),
+            r#"{"DingTalkClientId":"id","DingTalkClientSecret":"******","Keys":[{"PrivateKey":"******"}],"WeCom":{"Apps":[{"AgentId":7,"CorpSecret":"******"}]}}"#
+        );
+        assert_eq!(
+            o.masked_json(),
+            serde_json::json!({"URL":"https://x/","AesKey":"******","Extra":{"deep":[{"callbackToken":"******"}]}})
+        );
+        let mut vals = s.secret_values();
+        vals.sort();
+        assert_eq!(vals, ["TOPSECRET0", "TOPSECRET1", "TOPSECRET2"]);
+        // A remote that masks nested secrets still matches; a changed nested non-secret does not.
+        assert!(s.matches_remote(&masked));
+        let mut changed = masked.clone();
+        changed.extra.insert(
+            "WeCom".into(),
+            serde_json::json!({"Apps":[{"CorpSecret":"******","AgentId":8}]}),
+        );
+        assert!(!s.matches_remote(&changed));
     }
 
     #[test]
@@ -633,7 +852,10 @@ mod tests {
         assert_eq!(c.chat_type, ChatType::DingTalk);
         assert_eq!(c.resource_group_id.as_deref(), Some("s"));
         let cfg = c.configuration.unwrap();
-        assert_eq!(cfg.ding_talk_client_secret.unwrap().expose(), MASKED_SECRET);
+        assert_eq!(
+            cfg.ding_talk_client_secret.unwrap().expose_secret(),
+            MASKED_SECRET
+        );
         assert_eq!(
             cfg.ding_talk_template_id.as_deref(),
             Some("381c5aee-f8af-48a4-94be-cce587e42ea4.schema")
@@ -659,7 +881,7 @@ mod tests {
         assert_eq!(items[0].chat_type, ChatType::WeChat);
         let out = items[0].outputs.as_ref().unwrap();
         assert_eq!(
-            out.aes_key.as_ref().unwrap().expose(),
+            out.aes_key.as_ref().unwrap().expose_secret(),
             "UKAxyRabaJlaDxS3XZ6st18grPteemRtGeDVVgF"
         );
 
@@ -668,8 +890,9 @@ mod tests {
             .unwrap()
             .chat_configuration
             .unwrap()
-            .into_stamp()
+            .into_stamp(Some("r".into()))
             .unwrap();
+        assert_eq!(st.request_id.as_deref(), Some("r"));
         assert_eq!(st.name, "dingtalk");
         assert!(st.updated_date.unwrap() > st.created_date.unwrap());
 

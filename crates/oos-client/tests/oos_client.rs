@@ -5,6 +5,7 @@
 //! crate's signer, and also serves a stub STS `AssumeRoleWithOIDC` on `GET /`.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use oos_client::secret::SecretString;
+use oos_client::secret::{ExposeSecret, SecretString};
 use oos_client::*;
 
 const AK: &str = "testAccessKeyId";
@@ -45,6 +46,8 @@ enum Fault {
     },
     /// Handle the request normally, then wait before answering.
     Slow(Duration),
+    /// Handle the request normally (it commits), then answer with this error instead.
+    ErrorAfterCommit { status: u16, code: &'static str },
 }
 
 #[derive(Clone, Debug)]
@@ -69,6 +72,20 @@ struct ServerState {
     rejected: Mutex<Vec<String>>,
     sts_tokens: Mutex<Vec<String>>,
     sts_params: Mutex<Vec<BTreeMap<String, String>>>,
+    /// Every request received, before any check (what a redirect target would see).
+    hits: AtomicUsize,
+    /// Answer everything with a 302 to this base URL (plus the original path and query).
+    redirect_to: Mutex<Option<String>>,
+    /// STS: wait this long before answering.
+    sts_delay: Mutex<Duration>,
+    /// STS: answer 503 ServiceUnavailable.
+    sts_down: AtomicBool,
+    /// STS: lifetime of the issued credentials (default 1 h).
+    sts_lifetime: Mutex<Option<Duration>>,
+    /// Answer every Create signed with this AccessKeyId with `Throttling.User` until then.
+    throttle_creates: Mutex<Option<(String, Instant)>>,
+    /// Serial for RequestIds.
+    request_serial: AtomicUsize,
 }
 
 struct TestServer {
@@ -354,7 +371,23 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    s.hits.fetch_add(1, Ordering::SeqCst);
+    if let Some(target) = s.redirect_to.lock().unwrap().clone() {
+        let location = format!("{target}{uri}");
+        let mut resp = (
+            StatusCode::FOUND,
+            format!("<html><a href=\"{location}\">moved</a></html>"),
+        )
+            .into_response();
+        resp.headers_mut()
+            .insert("location", location.parse().unwrap());
+        return resp;
+    }
     if method == Method::GET {
+        let delay = *s.sts_delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         return sts(&s, &uri);
     }
     let (ak, nonce, signed) = match verify(&s, &method, &uri, &headers, &body) {
@@ -378,11 +411,24 @@ async fn handle(
         nonce,
         signed_headers: signed,
         host: headers.get("host").unwrap().to_str().unwrap().into(),
-        access_key_id: ak,
+        access_key_id: ak.clone(),
         params: params.clone(),
     });
+    let throttled = matches!(
+        &*s.throttle_creates.lock().unwrap(),
+        Some((key, until)) if *key == ak && action == "CreateChatConfiguration" && Instant::now() < *until
+    );
+    if throttled {
+        return err_response(
+            400,
+            "Throttling.User",
+            "Request was denied due to user flow control.",
+            None,
+        );
+    }
     let fault = s.faults.lock().unwrap().pop_front();
     let mut slow = None;
+    let mut after_commit = None;
     match fault {
         Some(Fault::Error {
             status,
@@ -391,16 +437,21 @@ async fn handle(
             retry_after_ms,
         }) => return err_response(status, code, &message, retry_after_ms),
         Some(Fault::Slow(d)) => slow = Some(d),
+        Some(Fault::ErrorAfterCommit { status, code }) => after_commit = Some((status, code)),
         None => {}
     }
     let resp = act(&s, &action, &params);
     if let Some(d) = slow {
         tokio::time::sleep(d).await;
     }
+    if let Some((status, code)) = after_commit {
+        return err_response(status, code, "failed after the write", None);
+    }
     resp
 }
 
 fn act(s: &ServerState, action: &str, p: &BTreeMap<String, String>) -> Response {
+    let rid = format!("RID-{}", s.request_serial.fetch_add(1, Ordering::SeqCst));
     let now = chrono::Utc::now()
         .format("%Y-%m-%dT%H:%M:%S+00:00")
         .to_string();
@@ -445,13 +496,13 @@ fn act(s: &ServerState, action: &str, p: &BTreeMap<String, String>) -> Response 
                         .to_string()
                 },
             };
-            let body = serde_json::json!({"RequestId": "R", "ChatConfiguration": {"Name": name, "CreatedDate": rec.created, "UpdatedDate": rec.updated}});
+            let body = serde_json::json!({"RequestId": rid, "ChatConfiguration": {"Name": name, "CreatedDate": rec.created, "UpdatedDate": rec.updated}});
             records.insert(name, rec);
             ok_json(body)
         }
         "GetChatConfiguration" => match records.get(&name) {
             None => not_found(),
-            Some(r) => ok_json(serde_json::json!({"RequestId": "R", "ChatConfiguration": {
+            Some(r) => ok_json(serde_json::json!({"RequestId": rid, "ChatConfiguration": {
                 "Name": name, "Type": r.chat_type, "RamRole": r.ram_role, "ResourceGroupId": r.rg,
                 "Configuration": r.configuration.as_deref().map(masked_config),
                 "Outputs": outputs_for(&name, &r.chat_type),
@@ -460,7 +511,7 @@ fn act(s: &ServerState, action: &str, p: &BTreeMap<String, String>) -> Response 
         "DeleteChatConfiguration" => match records.remove(&name) {
             None => not_found(),
             Some(_) => ok_json(
-                serde_json::json!({"RequestId": "R", "Content": "Chat configuration deleted successfully."}),
+                serde_json::json!({"RequestId": rid, "Content": "Chat configuration deleted successfully."}),
             ),
         },
         "ListChatConfigurations" => {
@@ -502,7 +553,7 @@ fn act(s: &ServerState, action: &str, p: &BTreeMap<String, String>) -> Response 
                 .map(|(n, r)| serde_json::json!({"Name": n, "Type": r.chat_type, "RamRole": r.ram_role,
                     "Outputs": outputs_for(n, &r.chat_type), "CreatedDate": r.created, "UpdatedDate": r.updated}))
                 .collect();
-            let mut body = serde_json::json!({"RequestId": "R", "ChatConfigurations": page});
+            let mut body = serde_json::json!({"RequestId": rid, "ChatConfigurations": page});
             if start + size < matching.len() {
                 // Contains '=' on purpose (encoding edge case).
                 body["NextToken"] = serde_json::json!(format!("tok={}", start + size));
@@ -527,6 +578,9 @@ fn sts(s: &ServerState, uri: &Uri) -> Response {
     {
         return err_response(400, "InvalidParameter", "bad STS call", None);
     }
+    if s.sts_down.load(Ordering::SeqCst) {
+        return err_response(503, "ServiceUnavailable", "STS is down", None);
+    }
     let token = p.get("OIDCToken").cloned().unwrap_or_default();
     if token != token.trim() || token.len() < 4 {
         return err_response(400, "InvalidParameter.OIDCToken", "token not trimmed", None);
@@ -543,8 +597,13 @@ fn sts(s: &ServerState, uri: &Uri) -> Response {
         .lock()
         .unwrap()
         .insert(id.clone(), (secret.clone(), Some(sec_token.clone())));
-    let exp = (chrono::Utc::now() + chrono::Duration::hours(1))
-        .format("%Y-%m-%dT%H:%M:%SZ")
+    let lifetime = s
+        .sts_lifetime
+        .lock()
+        .unwrap()
+        .unwrap_or(Duration::from_secs(3600));
+    let exp = (chrono::Utc::now() + chrono::Duration::from_std(lifetime).unwrap())
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
         .to_string();
     ok_json(serde_json::json!({"RequestId": "S", "Credentials": {
         "AccessKeyId": id, "AccessKeySecret": secret, "SecurityToken": sec_token, "Expiration": exp}}))
@@ -555,22 +614,41 @@ fn sts(s: &ServerState, uri: &Uri) -> Response {
 /// (action, attempts, error code) per logical call, as reported to the observer.
 type CallRecord = (String, u32, Option<String>);
 
+/// Everything else the observer reported for one call.
+#[derive(Clone, Debug)]
+struct CallExtra {
+    throttled_wait: Duration,
+    request_id: Option<String>,
+}
+
 #[derive(Default, Clone)]
-struct Calls(Arc<Mutex<Vec<CallRecord>>>);
+struct Calls(Arc<Mutex<Vec<(CallRecord, CallExtra)>>>);
 
 impl Calls {
     fn observer(&self) -> CallObserver {
         let me = self.0.clone();
         Arc::new(move |e: &CallEvent<'_>| {
             me.lock().unwrap().push((
-                e.action.to_string(),
-                e.attempts,
-                e.error.and_then(|e| e.code()).map(String::from),
+                (
+                    e.action.to_string(),
+                    e.attempts,
+                    e.error.and_then(|e| e.code()).map(String::from),
+                ),
+                CallExtra {
+                    throttled_wait: e.throttled_wait,
+                    request_id: e.request_id.map(String::from),
+                },
             ));
         })
     }
     fn last(&self) -> CallRecord {
-        self.0.lock().unwrap().last().cloned().unwrap()
+        self.0.lock().unwrap().last().cloned().unwrap().0
+    }
+    fn last_extra(&self) -> CallExtra {
+        self.0.lock().unwrap().last().cloned().unwrap().1
+    }
+    fn all(&self) -> Vec<(CallRecord, CallExtra)> {
+        self.0.lock().unwrap().clone()
     }
 }
 
@@ -584,6 +662,11 @@ fn config(url: &str, calls: &Calls) -> ClientConfig {
         max_elapsed: Duration::from_secs(10),
     };
     c.rate_limiter = TokenBucket::unlimited();
+    // Small gate closures, so throttling tests without x-acs-retry-after stay fast.
+    c.throttle = ThrottlePolicy {
+        base: Duration::from_millis(2),
+        max: Duration::from_millis(10),
+    };
     c.observer = Some(calls.observer());
     c
 }
@@ -633,7 +716,7 @@ async fn five_actions_with_static_key() {
     );
     let sent_cfg = ChatSettings::from_json_str(&sent.params["Configuration"]).unwrap();
     assert_eq!(
-        sent_cfg.ding_talk_client_secret.unwrap().expose(),
+        sent_cfg.ding_talk_client_secret.unwrap().expose_secret(),
         DING_SECRET
     );
     // Signed: host with port, and the six headers.
@@ -650,7 +733,10 @@ async fn five_actions_with_static_key() {
     assert_eq!(got.resource_group_id.as_deref(), Some("rg-acfm"));
     let cfg = got.configuration.clone().unwrap();
     assert_eq!(
-        cfg.ding_talk_client_secret.as_ref().unwrap().expose(),
+        cfg.ding_talk_client_secret
+            .as_ref()
+            .unwrap()
+            .expose_secret(),
         MASKED_SECRET
     );
     assert!(input.configuration.as_ref().unwrap().matches_remote(&cfg));
@@ -699,7 +785,7 @@ async fn five_actions_with_static_key() {
             .aes_key
             .as_ref()
             .unwrap()
-            .expose(),
+            .expose_secret(),
         "AESKEY-wecom-1-SECRET"
     );
     assert!(!format!("{list:?}").contains("AESKEY"));
@@ -877,6 +963,11 @@ async fn oidc_exchange_cache_reread_and_expired_token_refresh() {
             .unwrap()
             .access_key_id,
         "STS.key2"
+    );
+    // The STS key changed; the identity (the role) did not.
+    assert_eq!(
+        c.credentials_identity(),
+        "role:acs:ram::1234567890123456:role/pod-role"
     );
 
     // A second Expired in a row is not retried again.
@@ -1172,4 +1263,480 @@ async fn debug_output_has_no_secrets() {
             "{t}"
         );
     }
+}
+
+// ------------------------------------------------------------------ adversity
+
+fn oidc_provider(sts_url: &str, token_file: &std::path::Path) -> OidcCredentials {
+    OidcCredentials::new(OidcConfig {
+        role_arn: "acs:ram::1234567890123456:role/pod-role".into(),
+        oidc_provider_arn: "acs:ram::1234567890123456:oidc-provider/ack-rrsa-c123".into(),
+        token_file: token_file.to_path_buf(),
+        role_session_name: "test-session".into(),
+        sts_endpoint: sts_url.to_string(),
+        duration_seconds: 3600,
+        policy: None,
+        timeout: Duration::from_secs(5),
+    })
+    .unwrap()
+}
+
+fn token_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let p = dir.path().join("token");
+    std::fs::write(&p, "eyJ-oidc-TOKEN-secret\n").unwrap();
+    p
+}
+
+/// A 302 (whose Location and body repeat the signed query, secrets included) is never
+/// followed, by the OOS client or by the STS exchange, and the error names the status only.
+#[tokio::test]
+async fn redirects_are_not_followed_and_leak_nothing() {
+    let target = TestServer::start().await;
+    let redirector = TestServer::start().await;
+    *redirector.state.redirect_to.lock().unwrap() = Some(target.url.clone());
+    let target_port = target.url.rsplit(':').next().unwrap().to_string();
+
+    let calls = Calls::default();
+    let c = OosClient::new(config(&redirector.url, &calls), static_creds()).unwrap();
+    let e = c
+        .create_chat_configuration(REGION, &ding_input("r"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(REDIRECT_CODE));
+    assert!(matches!(e, OosError::Api { status: 302, .. }), "{e:?}");
+    assert!(!e.is_retryable());
+    assert_eq!(calls.last().1, 1);
+    assert_eq!(redirector.state.hits.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        target.state.hits.load(Ordering::SeqCst),
+        0,
+        "redirect followed"
+    );
+    let text = format!("{e} {e:?}");
+    assert!(text.contains("302"), "{text}");
+    for leak in [
+        DING_SECRET,
+        &rfc3986(DING_SECRET),
+        "Configuration",
+        &target_port,
+        "http://",
+        SK,
+    ] {
+        assert!(!text.contains(leak), "{leak:?} leaked in {text}");
+    }
+
+    // STS behind a redirect: the OIDC token (in the query) goes nowhere else.
+    let dir = tempfile::tempdir().unwrap();
+    let provider = Arc::new(oidc_provider(&redirector.url, &token_file(&dir)));
+    let c = OosClient::new(config(&target.url, &calls), provider.clone()).unwrap();
+    let e = c.get_chat_configuration(REGION, "r").await.unwrap_err();
+    assert!(matches!(e, OosError::Credentials(_)), "{e:?}");
+    assert!(!e.is_retryable(), "a redirect is terminal: {e:?}");
+    assert_eq!(
+        target.state.hits.load(Ordering::SeqCst),
+        0,
+        "redirect followed"
+    );
+    assert_eq!(provider.exchange_count(), 1);
+    let text = format!("{e} {e:?}");
+    assert!(text.contains("302"), "{text}");
+    for leak in ["eyJ", "TOKEN", &target_port, "http://", "OIDCToken"] {
+        assert!(!text.contains(leak), "{leak:?} leaked in {text}");
+    }
+}
+
+/// Concurrent callers share one exchange, also when it is slow and fails (they used to run
+/// one exchange each, one after another).
+#[tokio::test]
+async fn oidc_concurrent_callers_share_one_exchange() {
+    let srv = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = token_file(&dir);
+    *srv.state.sts_delay.lock().unwrap() = Duration::from_millis(400);
+    let calls = Calls::default();
+    let mut cfg = config(&srv.url, &calls);
+    cfg.retry = RetryPolicy::none();
+
+    // Slow and failing: one exchange, every caller gets its error at about the same time.
+    srv.state.sts_down.store(true, Ordering::SeqCst);
+    let provider = Arc::new(oidc_provider(&srv.url, &file));
+    let c = OosClient::new(cfg.clone(), provider.clone()).unwrap();
+    let started = Instant::now();
+    let results = futures::future::join_all((0..12).map(|_| {
+        let c = c.clone();
+        async move { c.get_chat_configuration(REGION, "x").await }
+    }))
+    .await;
+    let elapsed = started.elapsed();
+    assert_eq!(provider.exchange_count(), 1);
+    assert_eq!(srv.state.sts_params.lock().unwrap().len(), 1);
+    for r in &results {
+        let e = r.as_ref().unwrap_err();
+        assert!(
+            matches!(e, OosError::Credentials(_)) && e.is_retryable(),
+            "{e:?}"
+        );
+    }
+    assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
+
+    // Slow and working: one exchange for all.
+    srv.state.sts_down.store(false, Ordering::SeqCst);
+    let provider = Arc::new(oidc_provider(&srv.url, &file));
+    let c = OosClient::new(cfg, provider.clone()).unwrap();
+    let results = futures::future::join_all((0..12).map(|_| {
+        let c = c.clone();
+        async move { c.get_chat_configuration(REGION, "x").await }
+    }))
+    .await;
+    for r in &results {
+        assert!(r.as_ref().unwrap_err().is_not_found(), "{r:?}");
+    }
+    assert_eq!(provider.exchange_count(), 1);
+    srv.assert_no_rejections();
+}
+
+/// STS outage: still-valid cached credentials keep serving (refresh retried with backoff, not
+/// per call); once they expired, calls fail fast with a transient error; STS back → recovery.
+#[tokio::test]
+async fn oidc_sts_outage_uses_valid_cache_and_backs_off() {
+    let srv = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // 2 s sessions: refresh after ~1 s, expiry after ~2 s.
+    *srv.state.sts_lifetime.lock().unwrap() = Some(Duration::from_secs(2));
+    let provider = Arc::new(
+        oidc_provider(&srv.url, &token_file(&dir))
+            .with_refresh_backoff(Duration::from_millis(400), Duration::from_secs(5)),
+    );
+    let calls = Calls::default();
+    let c = OosClient::new(config(&srv.url, &calls), provider.clone()).unwrap();
+    c.create_chat_configuration(REGION, &ding_input("o"))
+        .await
+        .unwrap();
+    assert_eq!(provider.exchange_count(), 1);
+    let issued = Instant::now();
+
+    tokio::time::sleep(Duration::from_millis(1150)).await;
+    srv.state.sts_down.store(true, Ordering::SeqCst);
+    let mut n = 0;
+    while issued.elapsed() < Duration::from_millis(1750) {
+        c.get_chat_configuration(REGION, "o").await.unwrap();
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(n >= 5, "{n}");
+    let refreshes = provider.exchange_count() - 1;
+    // Backoff 200-400 ms, then 400-800 ms: at most 3 tries in the 600 ms window.
+    assert!(
+        (1..=3).contains(&refreshes) && refreshes < n,
+        "{refreshes} refresh exchanges for {n} calls"
+    );
+    assert!(
+        srv.seen("GetChatConfiguration")
+            .iter()
+            .all(|s| s.access_key_id == "STS.key1")
+    );
+
+    // Expired and STS still down: a transient credentials error, quickly.
+    tokio::time::sleep(Duration::from_millis(2200).saturating_sub(issued.elapsed())).await;
+    let before = provider.exchange_count();
+    let started = Instant::now();
+    let e = c.get_chat_configuration(REGION, "o").await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(matches!(e, OosError::Credentials(_)), "{e:?}");
+    assert!(e.is_retryable());
+    assert_eq!(calls.last().1, 4, "the call's attempts");
+    assert!(
+        provider.exchange_count() - before <= 1,
+        "backoff, not one exchange per attempt"
+    );
+    assert!(!format!("{e:?}").contains("eyJ"));
+
+    // STS is back: the next exchange after the backoff succeeds.
+    srv.state.sts_down.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        match c.get_chat_configuration(REGION, "o").await {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no recovery: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert_ne!(
+        srv.seen("GetChatConfiguration")
+            .pop()
+            .unwrap()
+            .access_key_id,
+        "STS.key1"
+    );
+    srv.assert_no_rejections();
+}
+
+/// A hanging STS holds a caller no longer than its call's time budget.
+#[tokio::test]
+async fn oidc_exchange_waits_no_longer_than_the_call_budget() {
+    let srv = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    *srv.state.sts_delay.lock().unwrap() = Duration::from_secs(3);
+    let calls = Calls::default();
+    let mut cfg = config(&srv.url, &calls);
+    cfg.retry.max_elapsed = Duration::from_millis(400);
+    let provider = Arc::new(oidc_provider(&srv.url, &token_file(&dir)));
+    let c = OosClient::new(cfg, provider.clone()).unwrap();
+    let started = Instant::now();
+    let e = c.get_chat_configuration(REGION, "x").await.unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_millis(900), "{elapsed:?}");
+    assert!(
+        matches!(e, OosError::Credentials(_)) && e.is_retryable(),
+        "{e:?}"
+    );
+    assert_eq!(provider.exchange_count(), 1);
+}
+
+/// A non-throttling 5xx on Create may come after the write committed: the retry's
+/// EntityAlreadyExists is resolved through Get, like a lost answer.
+#[tokio::test]
+async fn create_after_committed_5xx_is_recovered_via_get() {
+    let srv = TestServer::start().await;
+    let calls = Calls::default();
+    let c = OosClient::new(config(&srv.url, &calls), static_creds()).unwrap();
+    srv.fault(Fault::ErrorAfterCommit {
+        status: 500,
+        code: "InternalError",
+    });
+    let st = c
+        .create_chat_configuration(REGION, &ding_input("five"))
+        .await
+        .unwrap();
+    assert_eq!(st.name, "five");
+    assert!(st.request_id.is_some());
+    assert_eq!(srv.seen("CreateChatConfiguration").len(), 2);
+    assert_eq!(srv.seen("GetChatConfiguration").len(), 1);
+
+    // Same with a 502 from a gateway; but a record that differs is still an error.
+    let mut other = ding_input("five");
+    other.ram_role = Some("AnotherRole".into());
+    srv.fault(Fault::Error {
+        status: 502,
+        code: "BadGateway",
+        message: "upstream".into(),
+        retry_after_ms: None,
+    });
+    let e = c
+        .create_chat_configuration(REGION, &other)
+        .await
+        .unwrap_err();
+    assert!(e.is_already_exists(), "{e:?}");
+    assert_eq!(srv.seen("GetChatConfiguration").len(), 2);
+    srv.assert_no_rejections();
+}
+
+#[tokio::test]
+async fn request_ids_are_returned_and_observed() {
+    let srv = TestServer::start().await;
+    let calls = Calls::default();
+    let c = OosClient::new(config(&srv.url, &calls), static_creds()).unwrap();
+    let st = c
+        .create_chat_configuration(REGION, &ding_input("rid"))
+        .await
+        .unwrap();
+    let rid = st.request_id.clone().unwrap();
+    assert!(rid.starts_with("RID-"), "{rid}");
+    assert_eq!(calls.last_extra().request_id.as_deref(), Some(rid.as_str()));
+    let up = c
+        .update_chat_configuration(REGION, &ding_input("rid"))
+        .await
+        .unwrap();
+    assert!(up.request_id.is_some() && up.request_id != st.request_id);
+    let del = c.delete_chat_configuration(REGION, "rid").await.unwrap();
+    assert!(del.as_deref().unwrap().starts_with("RID-"));
+    assert_eq!(calls.last_extra().request_id, del);
+    // Errors: the error's RequestId is the event's.
+    let e = c.get_chat_configuration(REGION, "rid").await.unwrap_err();
+    assert_eq!(calls.last_extra().request_id.as_deref(), e.request_id());
+    assert!(e.request_id().is_some());
+    assert_eq!(calls.last_extra().throttled_wait, Duration::ZERO);
+}
+
+/// A service error message that echoes nested secrets of the Configuration is scrubbed with
+/// the same rule that masks printing.
+#[tokio::test]
+async fn nested_configuration_secrets_are_scrubbed_from_errors() {
+    let srv = TestServer::start().await;
+    let calls = Calls::default();
+    let c = OosClient::new(config(&srv.url, &calls), static_creds()).unwrap();
+    let mut input = ding_input("nested");
+    input.configuration.as_mut().unwrap().extra.insert(
+        "WeCom".into(),
+        serde_json::json!({"Apps": [{"CorpSecret": "NESTED-SECRET-1"}], "Auth": {"PrivateKey": ["NESTED-SECRET-2"]}}),
+    );
+    srv.fault(Fault::Error {
+        status: 400,
+        code: "InvalidParameter",
+        message: "bad value NESTED-SECRET-1 near NESTED-SECRET-2".into(),
+        retry_after_ms: None,
+    });
+    let e = c
+        .create_chat_configuration(REGION, &input)
+        .await
+        .unwrap_err();
+    let text = format!("{e} {e:?}");
+    assert!(!text.contains("NESTED-SECRET"), "{text}");
+    assert!(text.contains(MASKED_SECRET), "{text}");
+    assert!(!format!("{input:?}").contains("NESTED-SECRET"));
+}
+
+fn throttling_config(calls: &Calls, srv: &TestServer) -> ClientConfig {
+    let mut cfg = config(&srv.url, calls);
+    cfg.retry = RetryPolicy {
+        max_attempts: 20,
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(5),
+        max_elapsed: Duration::from_secs(20),
+    };
+    cfg.throttle = ThrottlePolicy {
+        base: Duration::from_millis(100),
+        max: Duration::from_millis(1600),
+    };
+    cfg
+}
+
+/// Every Create is throttled for 3 s. One caller: attempts grow with the logarithm of the
+/// throttled time (gate closures 100 ms doubling up to 1.6 s), not with time / backoff.
+#[tokio::test]
+async fn throttled_create_attempts_stay_logarithmic() {
+    let srv = TestServer::start().await;
+    let calls = Calls::default();
+    let c = OosClient::new(throttling_config(&calls, &srv), static_creds()).unwrap();
+    let throttled_for = Duration::from_secs(3);
+    *srv.state.throttle_creates.lock().unwrap() = Some((AK.into(), Instant::now() + throttled_for));
+    let started = Instant::now();
+    c.create_chat_configuration(REGION, &ding_input("slow"))
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= throttled_for);
+    let attempts = srv.seen("CreateChatConfiguration").len();
+    eprintln!("single caller: {attempts} Create attempts");
+    // log2(3 s / 100 ms) ≈ 5 closures (+ jitter, + the final success).
+    assert!((5..=9).contains(&attempts), "{attempts} attempts");
+    let (rec, extra) = calls.all().pop().unwrap();
+    assert_eq!(
+        rec,
+        ("CreateChatConfiguration".into(), attempts as u32, None)
+    );
+    assert!(
+        extra.throttled_wait >= Duration::from_millis(2500),
+        "{:?}",
+        extra.throttled_wait
+    );
+    srv.assert_no_rejections();
+}
+
+/// Twenty concurrent callers during the same 3 s: one wave, then one probe per gate opening,
+/// then one attempt each; not twenty times the attempts of one caller.
+#[tokio::test]
+async fn concurrent_throttled_callers_do_not_multiply_attempts() {
+    let srv = TestServer::start().await;
+    let calls = Calls::default();
+    let c = OosClient::new(throttling_config(&calls, &srv), static_creds()).unwrap();
+    *srv.state.throttle_creates.lock().unwrap() =
+        Some((AK.into(), Instant::now() + Duration::from_secs(3)));
+    const N: usize = 20;
+    let results = futures::future::join_all((0..N).map(|i| {
+        // Clones and `with_credentials` clones share the gate.
+        let c = if i % 2 == 0 {
+            c.clone()
+        } else {
+            c.with_credentials(static_creds())
+        };
+        async move {
+            c.create_chat_configuration(REGION, &ding_input(&format!("many-{i}")))
+                .await
+        }
+    }))
+    .await;
+    for r in &results {
+        r.as_ref().unwrap();
+    }
+    let attempts = srv.seen("CreateChatConfiguration").len();
+    eprintln!("{N} callers: {attempts} Create attempts");
+    // 20 (first wave) + ~5-8 probes + 19 after the gate opened for good.
+    assert!(
+        attempts <= 2 * N + 10,
+        "{attempts} attempts for {N} callers"
+    );
+    for (rec, extra) in calls.all() {
+        assert!(rec.1 <= 10, "{rec:?}");
+        assert!(extra.throttled_wait > Duration::ZERO, "{extra:?}");
+    }
+    srv.assert_no_rejections();
+}
+
+/// A closed gate holds only its (AccessKeyId, action): Get with the same key and Create with
+/// another key go through at once; a clone with the same key waits.
+#[tokio::test]
+async fn throttle_gate_is_per_key_and_action() {
+    let srv = TestServer::start().await;
+    srv.state
+        .keys
+        .lock()
+        .unwrap()
+        .insert("otherKeyId".into(), ("other-secret".into(), None));
+    let calls = Calls::default();
+    let mut cfg = throttling_config(&calls, &srv);
+    cfg.throttle = ThrottlePolicy {
+        base: Duration::from_millis(1500),
+        max: Duration::from_millis(1500),
+    };
+    let c = OosClient::new(cfg, static_creds()).unwrap();
+    *srv.state.throttle_creates.lock().unwrap() =
+        Some((AK.into(), Instant::now() + Duration::from_millis(200)));
+    let slow = tokio::spawn({
+        let c = c.clone();
+        async move { c.create_chat_configuration(REGION, &ding_input("a")).await }
+    });
+    // Wait for the first throttled answer: the gate is now closed for 750-1500 ms.
+    while srv.seen("CreateChatConfiguration").is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let started = Instant::now();
+    assert!(
+        c.get_chat_configuration(REGION, "none")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    let other = c.with_credentials(Arc::new(StaticCredentials::new(
+        "otherKeyId",
+        "other-secret",
+        None,
+    )));
+    other
+        .create_chat_configuration(REGION, &ding_input("b"))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    // Same key and action through another clone: waits for the gate.
+    c.with_credentials(static_creds())
+        .create_chat_configuration(REGION, &ding_input("c"))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(650),
+        "{:?}",
+        started.elapsed()
+    );
+    slow.await.unwrap().unwrap();
+    srv.assert_no_rejections();
 }
