@@ -111,6 +111,9 @@ impl CredentialProvider for UnavailableCredentials {
     fn kind(&self) -> &'static str {
         "unavailable"
     }
+    fn identity(&self) -> String {
+        "unavailable".into()
+    }
 }
 
 /// The OOS client of the whole process (one token bucket for every reconcile).

@@ -3,7 +3,7 @@
 //! cite docs/emulator.md "Assumptions" (A…).
 
 use oos_client::client::{ClientConfig, Endpoint, OosClient, RetryPolicy};
-use oos_client::secret::SecretString;
+use oos_client::secret::{ExposeSecret, SecretString};
 use oos_client::{
     ChatConfigurationInput, ChatSettings, ChatType, CredentialProvider, Filter, OidcConfig,
     OidcCredentials, OosError, StaticCredentials, TokenBucket,
@@ -88,7 +88,7 @@ async fn lifecycle_of_all_five_actions() {
     let conf = got.configuration.clone().unwrap();
     assert_eq!(conf.ding_talk_client_id.as_deref(), Some(ODD));
     assert_eq!(
-        conf.ding_talk_client_secret.as_ref().unwrap().expose(),
+        conf.ding_talk_client_secret.as_ref().unwrap().expose_secret(),
         "******"
     ); // A11
     assert!(settings(ODD, ODD).matches_remote(&conf));
@@ -147,7 +147,7 @@ async fn wechat_outputs_and_extra_keys() {
     let got = c.get_chat_configuration(REGION, "wecom").await.unwrap();
     assert_eq!(got.chat_type, ChatType::WeChat);
     let out = got.outputs.unwrap();
-    assert_eq!(out.aes_key.unwrap().expose().len(), 43); // A13
+    assert_eq!(out.aes_key.unwrap().expose_secret().len(), 43); // A13
     let remote = got.configuration.unwrap();
     assert_eq!(remote.extra["CorpSecret"], "******"); // A11
     assert_eq!(remote.extra["CorpId"], "ww 1+2");

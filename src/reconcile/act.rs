@@ -25,6 +25,7 @@ use super::{Context, jittered, object_key, resync_interval};
 use crate::crd::{ChatConfiguration, ChatConfigurationStatus, ManagementPolicy, annotations};
 use oos_client::client::OosClient;
 use oos_client::error::OosError;
+use oos_client::secret::ExposeSecret;
 use oos_client::types::{ChatConfigurationInput, ChatConfigurationSummary};
 
 /// How a successful sync ended.
@@ -312,11 +313,6 @@ fn account_of(url: &str) -> Option<String> {
     .then(|| account.to_string())
 }
 
-// TODO(client merge): the stamp carries the RequestId.
-fn request_id_of(_stamp: &oos_client::types::ChatConfigurationStamp) -> &'static str {
-    "-"
-}
-
 /// Whether the service may have executed a request whose answer we did not get.
 fn outcome_unknown(e: &OosError) -> bool {
     match e {
@@ -385,7 +381,7 @@ async fn create(
         action = "CreateChatConfiguration",
         name = %target.name,
         region = %target.region(),
-        request_id = request_id_of(&stamp),
+        request_id = stamp.request_id.as_deref().unwrap_or("-"),
         "created remote chat configuration"
     );
     ctx.metrics.remote_write("CreateChatConfiguration");
@@ -467,7 +463,7 @@ async fn write_update(
                     action = "UpdateChatConfiguration",
                     name = %target.name,
                     fields = %changed.join(","),
-                    request_id = request_id_of(&stamp),
+                    request_id = stamp.request_id.as_deref().unwrap_or("-"),
                     "updated remote chat configuration"
                 );
                 ctx.metrics.remote_write("UpdateChatConfiguration");
@@ -614,7 +610,7 @@ async fn ensure_output_secret(
         if let Some(aes) = &o.aes_key {
             data.insert(
                 "aesKey".to_string(),
-                k8s_openapi::ByteString(aes.expose().as_bytes().to_vec()),
+                k8s_openapi::ByteString(aes.expose_secret().as_bytes().to_vec()),
             );
         }
     }

@@ -135,12 +135,13 @@ async fn fenced_delete(
         }
         Fence::Delete => {
             match oos.delete_chat_configuration(&region, name).await {
-                Ok(_) => {
+                Ok(request_id) => {
                     info!(
                         object = %object_key(obj),
                         action = "DeleteChatConfiguration",
                         name,
                         region = %region,
+                        request_id = request_id.as_deref().unwrap_or("-"),
                         "deleted remote chat configuration"
                     );
                     ctx.metrics.remote_write("DeleteChatConfiguration");

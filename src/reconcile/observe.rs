@@ -22,7 +22,7 @@ use super::status::parse_rfc3339;
 use crate::crd::{ChatConfiguration, ChatConfigurationStatus, SecretKeyRef};
 use oos_client::client::OosClient;
 use oos_client::credentials::{Credentials, StaticCredentials};
-use oos_client::secret::SecretString;
+use oos_client::secret::{ExposeSecret, SecretString};
 use oos_client::types::{
     ChatConfiguration as RemoteChatConfiguration, ChatConfigurationInput, ChatConfigurationSummary,
     ChatSettings, ChatType,
@@ -89,7 +89,7 @@ impl SecretReader {
                 key: key.to_string(),
             });
         }
-        Ok(SecretString::new(trimmed))
+        Ok(SecretString::from(trimmed))
     }
 
     pub async fn key_ref(&mut self, r: &SecretKeyRef) -> Result<SecretString> {
@@ -98,7 +98,7 @@ impl SecretReader {
 
     /// Explicit credentials from `spec.credentialsRef`.
     pub async fn credentials(&mut self, name: &str) -> Result<Credentials> {
-        let access_key_id = self.value(name, "AccessKeyId").await?.expose().to_string();
+        let access_key_id = self.value(name, "AccessKeyId").await?.expose_secret().to_string();
         let access_key_secret = self.value(name, "AccessKeySecret").await?;
         let has_token = self
             .secret(name)
@@ -225,7 +225,7 @@ pub fn secret_hmac(
     for (k, v) in values {
         mac.update(k.as_bytes());
         mac.update(b"\0");
-        mac.update(v.expose().as_bytes());
+        mac.update(v.expose_secret().as_bytes());
         mac.update(b"\0");
     }
     format!("hmac-sha256:{}", hex::encode(mac.finalize().into_bytes()))
@@ -252,7 +252,7 @@ pub fn remote_input(name: &str, inputs: &Inputs) -> ChatConfigurationInput {
             _ => {
                 settings
                     .extra
-                    .insert(k.clone(), serde_json::Value::String(v.expose().to_string()));
+                    .insert(k.clone(), serde_json::Value::String(v.expose_secret().to_string()));
             }
         }
     }
@@ -275,7 +275,7 @@ pub fn configuration_map(settings: &ChatSettings) -> BTreeMap<String, serde_json
         map.insert("DingTalkTemplateId".into(), v.clone().into());
     }
     if let Some(v) = &settings.ding_talk_client_secret {
-        map.insert("DingTalkClientSecret".into(), v.expose().to_string().into());
+        map.insert("DingTalkClientSecret".into(), v.expose_secret().to_string().into());
     }
     map
 }
@@ -289,7 +289,7 @@ pub async fn client_for(
     secrets: &mut SecretReader,
 ) -> Result<(OosClient, String)> {
     let Some(r) = &obj.spec.credentials_ref else {
-        return Ok((ctx.oos.clone(), "default".to_string())); // TODO(client merge): identity()
+        return Ok((ctx.oos.clone(), ctx.oos.credentials_identity()));
     };
     let creds = secrets.credentials(&r.name).await?;
     let id = creds.access_key_id.clone();
@@ -425,11 +425,11 @@ mod tests {
     fn secret_hash_is_keyed_per_object_and_changes_with_the_value() {
         let v1 = BTreeMap::from([(
             "DingTalkClientSecret".to_string(),
-            SecretString::new("s3cr3t"),
+            SecretString::from("s3cr3t"),
         )]);
         let v2 = BTreeMap::from([(
             "DingTalkClientSecret".to_string(),
-            SecretString::new("s3cr3t2"),
+            SecretString::from("s3cr3t2"),
         )]);
         let a = secret_hmac(b"", "uid-a", &v1);
         assert_eq!(a, secret_hmac(b"", "uid-a", &v1), "deterministic");
