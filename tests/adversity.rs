@@ -20,6 +20,27 @@ fn status_of(obj: &ChatConfiguration) -> oos_chat_operator::crd::ChatConfigurati
     obj.status.clone().unwrap_or_default()
 }
 
+/// Waits until the object's status describes its current generation and it is Ready.
+async fn wait_converged(h: &Harness, name: &str) {
+    wait_for(WAIT, || async {
+        let o = h.objects().get(name).await?;
+        let st = status_of(&o);
+        anyhow::ensure!(
+            st.observed_generation == o.metadata.generation,
+            "old generation"
+        );
+        anyhow::ensure!(
+            st.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True"),
+            "not Ready"
+        );
+        Ok(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{name}: not converged: {e}"));
+}
+
 /// Finding 1: an object whose credentials are wrong makes a handful of calls, then waits for a
 /// change, while an object beside it converges normally.
 #[tokio::test]
@@ -438,20 +459,7 @@ async fn every_field_converges_with_one_update() {
     for (change, spec) in steps {
         let updates = h.calls("UpdateChatConfiguration");
         h.apply(spec.clone()).await;
-        wait_for(WAIT, || async {
-            let o = h.objects().get("fields").await?;
-            let st = status_of(&o);
-            anyhow::ensure!(st.observed_generation == o.metadata.generation);
-            anyhow::ensure!(
-                st.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True"),
-                "not Ready"
-            );
-            Ok(())
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{change}: {e}"));
+        wait_converged(&h, "fields").await;
         assert_eq!(
             h.calls("UpdateChatConfiguration"),
             updates + 1,
@@ -497,12 +505,7 @@ async fn every_field_converges_with_one_update() {
     with_secret["spec"]["extraSecretConfiguration"] =
         json!({"ExtraToken": {"name": "extra", "key": "token"}});
     h.apply(with_secret).await;
-    wait_for(WAIT, || async {
-        anyhow::ensure!(h.ready("fields").await.is_some_and(|r| r.0 == "True"));
-        Ok(())
-    })
-    .await
-    .unwrap();
+    wait_converged(&h, "fields").await;
     let updates = h.calls("UpdateChatConfiguration");
     h.put_secret("extra", &[("token", "EXTRATOKEN-2")]).await;
     wait_for(WAIT, || async {
@@ -671,7 +674,7 @@ async fn blocked_deletion_names_force_orphan_and_pause_holds_it() {
         .await
         .unwrap();
     let blocked = h
-        .wait_ready("orphaned", "False", Some("SecretNotFound"))
+        .wait_ready("orphaned", "False", Some("DeletionBlocked"))
         .await;
     let ready = status_of(&blocked)
         .conditions
@@ -690,7 +693,12 @@ async fn blocked_deletion_names_force_orphan_and_pause_holds_it() {
         .into_iter()
         .filter(|(_, _, n)| n.contains("force-orphan"))
         .collect();
-    assert_eq!(notes.len(), 1, "one event names the annotation: {notes:?}");
+    assert_eq!(
+        notes.len(),
+        1,
+        "one event names the annotation: {:?}",
+        h.events_for("orphaned").await
+    );
     h.annotate("orphaned", "oos.chatops.dev/force-orphan", "true")
         .await;
     h.wait_gone("orphaned").await;

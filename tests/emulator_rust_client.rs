@@ -88,7 +88,10 @@ async fn lifecycle_of_all_five_actions() {
     let conf = got.configuration.clone().unwrap();
     assert_eq!(conf.ding_talk_client_id.as_deref(), Some(ODD));
     assert_eq!(
-        conf.ding_talk_client_secret.as_ref().unwrap().expose_secret(),
+        conf.ding_talk_client_secret
+            .as_ref()
+            .unwrap()
+            .expose_secret(),
         "******"
     ); // A11
     assert!(settings(ODD, ODD).matches_remote(&conf));

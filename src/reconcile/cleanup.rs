@@ -80,7 +80,7 @@ async fn delete_remote(obj: &ChatConfiguration, ctx: &Context) -> Result<()> {
                 } else {
                     // A terminal error here would hold the object forever: say how to let go.
                     Error::DeletionBlocked {
-                        reason: e.reason(),
+                        reason: "DeletionBlocked",
                         message: format!(
                             "cannot delete the remote configuration: {}; fix it, or {FORCE_ORPHAN_HINT}",
                             e.condition_message()

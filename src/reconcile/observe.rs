@@ -98,7 +98,11 @@ impl SecretReader {
 
     /// Explicit credentials from `spec.credentialsRef`.
     pub async fn credentials(&mut self, name: &str) -> Result<Credentials> {
-        let access_key_id = self.value(name, "AccessKeyId").await?.expose_secret().to_string();
+        let access_key_id = self
+            .value(name, "AccessKeyId")
+            .await?
+            .expose_secret()
+            .to_string();
         let access_key_secret = self.value(name, "AccessKeySecret").await?;
         let has_token = self
             .secret(name)
@@ -250,9 +254,10 @@ pub fn remote_input(name: &str, inputs: &Inputs) -> ChatConfigurationInput {
         match k.as_str() {
             "DingTalkClientSecret" => settings.ding_talk_client_secret = Some(v.clone()),
             _ => {
-                settings
-                    .extra
-                    .insert(k.clone(), serde_json::Value::String(v.expose_secret().to_string()));
+                settings.extra.insert(
+                    k.clone(),
+                    serde_json::Value::String(v.expose_secret().to_string()),
+                );
             }
         }
     }
@@ -275,7 +280,10 @@ pub fn configuration_map(settings: &ChatSettings) -> BTreeMap<String, serde_json
         map.insert("DingTalkTemplateId".into(), v.clone().into());
     }
     if let Some(v) = &settings.ding_talk_client_secret {
-        map.insert("DingTalkClientSecret".into(), v.expose_secret().to_string().into());
+        map.insert(
+            "DingTalkClientSecret".into(),
+            v.expose_secret().to_string().into(),
+        );
     }
     map
 }
