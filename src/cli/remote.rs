@@ -1,10 +1,13 @@
 //! `remote` subcommands: read chat configurations straight from OOS with the default
-//! credential chain. Secrets are always printed as `******`.
+//! credential chain. Secrets are always printed as `******` (`list`, `get`) or not at all
+//! (`export`, see [`super::export`]).
 
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
+
+use super::export::{ExportArgs, run_export};
 
 use oos_client::{
     ChatConfiguration, ChatConfigurationSummary, ClientConfig, Endpoint, Filter, OosClient,
@@ -23,6 +26,9 @@ pub enum RemoteCommand {
     List(ListArgs),
     /// Show one chat configuration.
     Get(GetArgs),
+    /// Print ChatConfiguration manifests (and Secret stubs) that adopt the existing remote
+    /// configurations, as multi-document YAML for a Git repository.
+    Export(ExportArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -43,9 +49,6 @@ pub struct ConnectionArgs {
     /// Use the VPC endpoint oos-vpc.<region>.aliyuncs.com.
     #[arg(long)]
     pub vpc: bool,
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
     /// Per-attempt HTTP timeout in seconds.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
@@ -59,6 +62,9 @@ pub struct ListArgs {
     /// Page size (MaxResults); all pages are fetched regardless.
     #[arg(long)]
     pub max_results: Option<u32>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }
@@ -67,11 +73,14 @@ pub struct ListArgs {
 pub struct GetArgs {
     /// Name of the chat configuration.
     pub name: String,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }
 
-fn parse_filter(s: &str) -> Result<Filter, String> {
+pub(crate) fn parse_filter(s: &str) -> Result<Filter, String> {
     match s.split_once('=') {
         Some((n, v)) if !n.is_empty() => Ok(Filter {
             name: n.to_owned(),
@@ -81,7 +90,7 @@ fn parse_filter(s: &str) -> Result<Filter, String> {
     }
 }
 
-fn client(conn: &ConnectionArgs) -> anyhow::Result<OosClient> {
+pub(crate) fn client(conn: &ConnectionArgs) -> anyhow::Result<OosClient> {
     let endpoint = match (&conn.endpoint, conn.vpc) {
         (Some(u), _) => Endpoint::Url(u.clone()),
         (None, true) => Endpoint::Vpc,
@@ -101,14 +110,15 @@ pub async fn run_remote(args: RemoteArgs) -> anyhow::Result<()> {
             let items = client(&a.connection)?
                 .list_chat_configurations(&a.connection.region, &a.filters, a.max_results)
                 .await?;
-            render_list(&items, a.connection.output)
+            render_list(&items, a.output)
         }
         RemoteCommand::Get(a) => {
             let item = client(&a.connection)?
                 .get_chat_configuration(&a.connection.region, &a.name)
                 .await?;
-            render_get(&item, a.connection.output)
+            render_get(&item, a.output)
         }
+        RemoteCommand::Export(a) => return run_export(a).await,
     };
     println!("{text}");
     Ok(())
@@ -288,14 +298,14 @@ mod tests {
                 }
             ]
         );
-        assert_eq!(l.connection.output, OutputFormat::Json);
+        assert_eq!(l.output, OutputFormat::Json);
         assert_eq!(l.connection.endpoint.as_deref(), Some("http://127.0.0.1:1"));
         let RemoteCommand::Get(g) = parse(&["remote", "get", "chatops", "--region", "r1"]).unwrap()
         else {
             panic!()
         };
         assert_eq!(
-            (g.name.as_str(), g.connection.output),
+            (g.name.as_str(), g.output),
             ("chatops", OutputFormat::Table)
         );
         assert!(parse(&["remote", "list", "--region", "r", "--filter", "novalue"]).is_err());
