@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
-use super::export::{ExportArgs, run_export};
+use super::export::{ExportArgs, is_sensitive_key, run_export};
 
 use oos_client::{
     ChatConfiguration, ChatConfigurationSummary, ClientConfig, Endpoint, Filter, OosClient,
@@ -129,8 +129,23 @@ fn date(d: &Option<RemoteDate>) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// Also masks the keys the client's own rule lets through (`passwd`, `privatekey`,
+/// `credential`): the CLI uses one rule, [`is_sensitive_key`], for what it never prints.
+fn mask_sensitive(mut v: Value) -> Value {
+    if let Value::Object(m) = &mut v {
+        for (k, item) in m.iter_mut() {
+            if is_sensitive_key(k) {
+                *item = Value::String(oos_client::MASKED_SECRET.into());
+            }
+        }
+    }
+    v
+}
+
 fn outputs_json(o: &Option<Outputs>) -> Value {
-    o.as_ref().map(Outputs::masked_json).unwrap_or(Value::Null)
+    o.as_ref()
+        .map(|o| mask_sensitive(o.masked_json()))
+        .unwrap_or(Value::Null)
 }
 
 /// JSON form of a List item, secrets masked.
@@ -150,7 +165,11 @@ pub fn configuration_json(c: &ChatConfiguration) -> Value {
     let cfg = c
         .configuration
         .as_ref()
-        .map(|s| serde_json::from_str(&s.masked().to_json_string()).unwrap_or(Value::Null))
+        .map(|s| {
+            mask_sensitive(
+                serde_json::from_str(&s.masked().to_json_string()).unwrap_or(Value::Null),
+            )
+        })
         .unwrap_or(Value::Null);
     json!({
         "Name": c.name,
@@ -330,7 +349,7 @@ mod tests {
             ram_role: Some("OOSServiceRole".into()),
             resource_group_id: None,
             configuration: Some(
-                ChatSettings::from_json_str(r#"{"DingTalkClientId":"cid","DingTalkClientSecret":"LEAK1","CorpSecret":"LEAK2","Mode":"x"}"#)
+                ChatSettings::from_json_str(r#"{"DingTalkClientId":"cid","DingTalkClientSecret":"LEAK1","CorpSecret":"LEAK2","Mode":"x","DbPasswd":"LEAK4","PrivateKey":"LEAK5","Credential":"LEAK6"}"#)
                     .unwrap(),
             ),
             outputs: Some(Outputs::from_json_str(r#"{"URL":"https://h/webhook/","AesKey":"LEAK3"}"#).unwrap()),
@@ -362,6 +381,8 @@ mod tests {
         assert_eq!(j["Configuration"]["DingTalkClientSecret"], "******");
         assert_eq!(j["Configuration"]["CorpSecret"], "******");
         assert_eq!(j["Configuration"]["Mode"], "x");
+        assert_eq!(j["Configuration"]["DbPasswd"], "******");
+        assert_eq!(j["Configuration"]["PrivateKey"], "******");
         assert_eq!(j["Outputs"]["AesKey"], "******");
         assert_eq!(j["Outputs"]["URL"], "https://h/webhook/");
         assert_eq!(j["CreatedDate"], "2025-12-11T13:49:10+00:00");
