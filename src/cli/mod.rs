@@ -1,2 +1,3 @@
 //! Command-line subcommands.
+pub mod export;
 pub mod remote;

@@ -1,10 +1,13 @@
 //! `remote` subcommands: read chat configurations straight from OOS with the default
-//! credential chain. Secrets are always printed as `******`.
+//! credential chain. Secrets are always printed as `******` (`list`, `get`) or not at all
+//! (`export`, see [`super::export`]).
 
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
+
+use super::export::{ExportArgs, is_sensitive_key, run_export};
 
 use oos_client::{
     ChatConfiguration, ChatConfigurationSummary, ClientConfig, Endpoint, Filter, OosClient,
@@ -23,6 +26,9 @@ pub enum RemoteCommand {
     List(ListArgs),
     /// Show one chat configuration.
     Get(GetArgs),
+    /// Print ChatConfiguration manifests (and Secret stubs) that adopt the existing remote
+    /// configurations, as multi-document YAML for a Git repository.
+    Export(ExportArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -43,9 +49,6 @@ pub struct ConnectionArgs {
     /// Use the VPC endpoint oos-vpc.<region>.aliyuncs.com.
     #[arg(long)]
     pub vpc: bool,
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
     /// Per-attempt HTTP timeout in seconds.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
@@ -59,6 +62,9 @@ pub struct ListArgs {
     /// Page size (MaxResults); all pages are fetched regardless.
     #[arg(long)]
     pub max_results: Option<u32>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }
@@ -67,11 +73,14 @@ pub struct ListArgs {
 pub struct GetArgs {
     /// Name of the chat configuration.
     pub name: String,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }
 
-fn parse_filter(s: &str) -> Result<Filter, String> {
+pub(crate) fn parse_filter(s: &str) -> Result<Filter, String> {
     match s.split_once('=') {
         Some((n, v)) if !n.is_empty() => Ok(Filter {
             name: n.to_owned(),
@@ -81,7 +90,7 @@ fn parse_filter(s: &str) -> Result<Filter, String> {
     }
 }
 
-fn client(conn: &ConnectionArgs) -> anyhow::Result<OosClient> {
+pub(crate) fn client(conn: &ConnectionArgs) -> anyhow::Result<OosClient> {
     let endpoint = match (&conn.endpoint, conn.vpc) {
         (Some(u), _) => Endpoint::Url(u.clone()),
         (None, true) => Endpoint::Vpc,
@@ -101,14 +110,15 @@ pub async fn run_remote(args: RemoteArgs) -> anyhow::Result<()> {
             let items = client(&a.connection)?
                 .list_chat_configurations(&a.connection.region, &a.filters, a.max_results)
                 .await?;
-            render_list(&items, a.connection.output)
+            render_list(&items, a.output)
         }
         RemoteCommand::Get(a) => {
             let item = client(&a.connection)?
                 .get_chat_configuration(&a.connection.region, &a.name)
                 .await?;
-            render_get(&item, a.connection.output)
+            render_get(&item, a.output)
         }
+        RemoteCommand::Export(a) => return run_export(a).await,
     };
     println!("{text}");
     Ok(())
@@ -119,8 +129,23 @@ fn date(d: &Option<RemoteDate>) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// Also masks the keys the client's own rule lets through (`passwd`, `privatekey`,
+/// `credential`): the CLI uses one rule, [`is_sensitive_key`], for what it never prints.
+fn mask_sensitive(mut v: Value) -> Value {
+    if let Value::Object(m) = &mut v {
+        for (k, item) in m.iter_mut() {
+            if is_sensitive_key(k) {
+                *item = Value::String(oos_client::MASKED_SECRET.into());
+            }
+        }
+    }
+    v
+}
+
 fn outputs_json(o: &Option<Outputs>) -> Value {
-    o.as_ref().map(Outputs::masked_json).unwrap_or(Value::Null)
+    o.as_ref()
+        .map(|o| mask_sensitive(o.masked_json()))
+        .unwrap_or(Value::Null)
 }
 
 /// JSON form of a List item, secrets masked.
@@ -140,7 +165,11 @@ pub fn configuration_json(c: &ChatConfiguration) -> Value {
     let cfg = c
         .configuration
         .as_ref()
-        .map(|s| serde_json::from_str(&s.masked().to_json_string()).unwrap_or(Value::Null))
+        .map(|s| {
+            mask_sensitive(
+                serde_json::from_str(&s.masked().to_json_string()).unwrap_or(Value::Null),
+            )
+        })
         .unwrap_or(Value::Null);
     json!({
         "Name": c.name,
@@ -288,14 +317,14 @@ mod tests {
                 }
             ]
         );
-        assert_eq!(l.connection.output, OutputFormat::Json);
+        assert_eq!(l.output, OutputFormat::Json);
         assert_eq!(l.connection.endpoint.as_deref(), Some("http://127.0.0.1:1"));
         let RemoteCommand::Get(g) = parse(&["remote", "get", "chatops", "--region", "r1"]).unwrap()
         else {
             panic!()
         };
         assert_eq!(
-            (g.name.as_str(), g.connection.output),
+            (g.name.as_str(), g.output),
             ("chatops", OutputFormat::Table)
         );
         assert!(parse(&["remote", "list", "--region", "r", "--filter", "novalue"]).is_err());
@@ -320,7 +349,7 @@ mod tests {
             ram_role: Some("OOSServiceRole".into()),
             resource_group_id: None,
             configuration: Some(
-                ChatSettings::from_json_str(r#"{"DingTalkClientId":"cid","DingTalkClientSecret":"LEAK1","CorpSecret":"LEAK2","Mode":"x"}"#)
+                ChatSettings::from_json_str(r#"{"DingTalkClientId":"cid","DingTalkClientSecret":"LEAK1","CorpSecret":"LEAK2","Mode":"x","DbPasswd":"LEAK4","PrivateKey":"LEAK5","Credential":"LEAK6"}"#)
                     .unwrap(),
             ),
             outputs: Some(Outputs::from_json_str(r#"{"URL":"https://h/webhook/","AesKey":"LEAK3"}"#).unwrap()),
@@ -352,6 +381,8 @@ mod tests {
         assert_eq!(j["Configuration"]["DingTalkClientSecret"], "******");
         assert_eq!(j["Configuration"]["CorpSecret"], "******");
         assert_eq!(j["Configuration"]["Mode"], "x");
+        assert_eq!(j["Configuration"]["DbPasswd"], "******");
+        assert_eq!(j["Configuration"]["PrivateKey"], "******");
         assert_eq!(j["Outputs"]["AesKey"], "******");
         assert_eq!(j["Outputs"]["URL"], "https://h/webhook/");
         assert_eq!(j["CreatedDate"], "2025-12-11T13:49:10+00:00");
