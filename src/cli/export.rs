@@ -141,23 +141,9 @@ pub struct Rendered {
     pub failed: usize,
 }
 
-/// Whether a `Configuration` key holds a secret by its name alone: its lowercase form contains
-/// `secret`, `token`, `password`, `passwd`, `aeskey`, `privatekey` or `credential`. (Get masks
-/// only some of these, so the name decides too.)
-pub fn is_sensitive_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    [
-        "secret",
-        "token",
-        "password",
-        "passwd",
-        "aeskey",
-        "privatekey",
-        "credential",
-    ]
-    .iter()
-    .any(|s| k.contains(s))
-}
+/// Whether a `Configuration` key holds a secret by its name alone (the client's one rule):
+/// Get masks only some of these, so the name decides too.
+pub use oos_client::is_sensitive_key;
 
 /// A secret `Configuration` entry: a sensitive key, or a value Get masked.
 fn is_secret_entry(key: &str, value: &Value) -> bool {
@@ -321,23 +307,9 @@ pub fn valid_region(s: &str) -> bool {
 
 /// Every `Configuration` key with its value (secrets as Get returned them: masked or not).
 fn configuration_entries(settings: Option<&ChatSettings>) -> BTreeMap<String, Value> {
-    let Some(s) = settings else {
-        return BTreeMap::new();
-    };
-    let mut map = s.extra.clone();
-    if let Some(v) = &s.ding_talk_client_id {
-        map.insert("DingTalkClientId".into(), Value::String(v.clone()));
-    }
-    if let Some(v) = &s.ding_talk_template_id {
-        map.insert("DingTalkTemplateId".into(), Value::String(v.clone()));
-    }
-    if let Some(v) = &s.ding_talk_client_secret {
-        map.insert(
-            "DingTalkClientSecret".into(),
-            Value::String(v.expose().to_string()),
-        );
-    }
-    map
+    settings
+        .map(crate::reconcile::observe::configuration_map)
+        .unwrap_or_default()
 }
 
 /// Expresses one remote configuration as a `ChatConfiguration` named `object_name` that adopts

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
-use super::export::{ExportArgs, is_sensitive_key, run_export};
+use super::export::{ExportArgs, run_export};
 
 use oos_client::{
     ChatConfiguration, ChatConfigurationSummary, ClientConfig, Endpoint, Filter, OosClient,
@@ -129,23 +129,8 @@ fn date(d: &Option<RemoteDate>) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// Also masks the keys the client's own rule lets through (`passwd`, `privatekey`,
-/// `credential`): the CLI uses one rule, [`is_sensitive_key`], for what it never prints.
-fn mask_sensitive(mut v: Value) -> Value {
-    if let Value::Object(m) = &mut v {
-        for (k, item) in m.iter_mut() {
-            if is_sensitive_key(k) {
-                *item = Value::String(oos_client::MASKED_SECRET.into());
-            }
-        }
-    }
-    v
-}
-
 fn outputs_json(o: &Option<Outputs>) -> Value {
-    o.as_ref()
-        .map(|o| mask_sensitive(o.masked_json()))
-        .unwrap_or(Value::Null)
+    o.as_ref().map(|o| o.masked_json()).unwrap_or(Value::Null)
 }
 
 /// JSON form of a List item, secrets masked.
@@ -165,11 +150,7 @@ pub fn configuration_json(c: &ChatConfiguration) -> Value {
     let cfg = c
         .configuration
         .as_ref()
-        .map(|s| {
-            mask_sensitive(
-                serde_json::from_str(&s.masked().to_json_string()).unwrap_or(Value::Null),
-            )
-        })
+        .map(|s| s.masked_json())
         .unwrap_or(Value::Null);
     json!({
         "Name": c.name,
