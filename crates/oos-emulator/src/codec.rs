@@ -1,41 +1,29 @@
 //! Small encoders the emulator needs: form decoding, RFC 3986 encoding, base64, Python-style JSON
 //! and random identifiers. Hand-written to keep the dependency list short.
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode, percent_encode};
 use rand::Rng;
 use serde_json::Value;
 use std::fmt::Write as _;
 
-/// Decode one form-encoded query component: `+` is a space, `%XX` a byte. An invalid `%` sequence
-/// is kept literally (as Python's `unquote_plus` does).
-pub fn form_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => match (hex_val(b[i + 1]), hex_val(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    out
-}
+/// Bytes RFC 3986 leaves unencoded are the unreserved ones: ALPHA, DIGIT, `-`, `.`, `_`, `~`.
+/// Everything else (and every non-ASCII byte) is `%XX` with uppercase hex.
+pub const RFC3986_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+/// Decode one form-encoded query component: `+` is a space, `%XX` a byte. An invalid `%` sequence
+/// is kept literally (as Python's `unquote_plus` does). Bytes, not text: the caller decides what
+/// invalid UTF-8 means (`InvalidParameter`), so `form_urlencoded`'s lossy decoding does not fit.
+pub fn form_decode(s: &str) -> Vec<u8> {
+    // `+` first, so that an encoded `%2B` still decodes to `+`.
+    let spaced: Vec<u8> = s
+        .bytes()
+        .map(|b| if b == b'+' { b' ' } else { b })
+        .collect();
+    percent_decode(&spaced).collect()
 }
 
 /// Split a raw query into decoded (name, value) byte pairs, keeping blank values.
@@ -52,15 +40,7 @@ pub fn parse_form(query: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 /// RFC 3986 percent-encoding: unreserved bytes stay, everything else is `%XX` uppercase.
 pub fn rfc3986(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 3);
-    for &c in bytes {
-        if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'~') {
-            s.push(c as char);
-        } else {
-            let _ = write!(s, "%{c:02X}");
-        }
-    }
-    s
+    percent_encode(bytes, RFC3986_ENCODE).to_string()
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -228,6 +208,23 @@ mod tests {
     fn rfc3986_examples_from_reference() {
         assert_eq!(rfc3986(b"ding abc*~/+"), "ding%20abc%2A~%2F%2B");
         assert_eq!(rfc3986("中=:\"{".as_bytes()), "%E4%B8%AD%3D%3A%22%7B");
+    }
+
+    #[test]
+    fn rfc3986_encodes_exactly_the_reserved_bytes() {
+        for b in 0..=255u8 {
+            let unreserved = b.is_ascii_alphanumeric() || b"-._~".contains(&b);
+            let want = if unreserved {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            };
+            assert_eq!(rfc3986(&[b]), want, "byte {b}");
+            // What we encode, form decoding gives back.
+            assert_eq!(form_decode(&rfc3986(&[b])), [b], "byte {b}");
+        }
+        // Bytes, not text: invalid UTF-8 survives decoding for the caller to reject.
+        assert_eq!(form_decode("%FF%FE"), [0xFF, 0xFE]);
     }
 
     #[test]
