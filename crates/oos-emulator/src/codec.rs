@@ -1,6 +1,10 @@
 //! Small encoders the emulator needs: form decoding, RFC 3986 encoding, base64, Python-style JSON
 //! and random identifiers. Hand-written to keep the dependency list short.
 
+use base64::Engine as _;
+use base64::alphabet;
+use base64::engine::general_purpose::STANDARD;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode, percent_encode};
 use rand::Rng;
 use serde_json::Value;
@@ -43,54 +47,25 @@ pub fn rfc3986(bytes: &[u8]) -> String {
     percent_encode(bytes, RFC3986_ENCODE).to_string()
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/// Decoding accepts padded or unpadded input and ignores non-zero trailing bits, as the emulator
+/// always has.
+const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
+    .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+    .with_decode_allow_trailing_bits(true);
+const STANDARD_LENIENT: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, LENIENT);
+const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, LENIENT);
 
 /// Standard base64 with padding.
 pub fn b64_encode(data: &[u8]) -> String {
-    let mut s = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let n = chunk.len();
-        let v = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= n {
-                s.push(B64[((v >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                s.push('=');
-            }
-        }
-    }
-    s
+    STANDARD.encode(data)
 }
 
 /// Decode standard or URL-safe base64, padded or not. `None` on any invalid character.
 pub fn b64_decode(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim_end_matches('=');
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    // A lone trailing sextet cannot encode a byte.
-    if bits >= 6 {
-        return None;
-    }
-    Some(out)
+    STANDARD_LENIENT
+        .decode(s)
+        .or_else(|_| URL_SAFE_LENIENT.decode(s))
+        .ok()
 }
 
 /// Serialise like Python's `json.dumps(v)` with default arguments: `", "` / `": "` separators and
@@ -234,6 +209,9 @@ mod tests {
         }
         assert_eq!(b64_encode(b"foob"), "Zm9vYg==");
         assert_eq!(b64_encode(&[0xFB, 0xFF, 0xBF]), "+/+/");
+        // Unpadded and URL-safe forms are accepted too (JWT payloads).
+        assert_eq!(b64_decode("Zm9vYg").unwrap(), b"foob");
+        assert_eq!(b64_decode("-_-_").unwrap(), [0xFB, 0xFF, 0xBF]);
         assert!(b64_decode("a b").is_none());
         assert!(b64_decode("Z").is_none());
     }
