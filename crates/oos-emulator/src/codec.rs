@@ -1,5 +1,5 @@
-//! Small encoders the emulator needs: form decoding, RFC 3986 encoding, base64, Python-style JSON
-//! and random identifiers. Hand-written to keep the dependency list short.
+//! Encoders the emulator needs: form decoding and RFC 3986 encoding (`percent-encoding`), base64
+//! (`base64`), Python-style JSON, and random identifiers (`uuid` layout, `rand` bytes).
 
 use base64::Engine as _;
 use base64::alphabet;
@@ -132,28 +132,20 @@ fn write_py_str(s: &mut String, t: &str) {
     s.push('"');
 }
 
-/// Uppercase UUID v4, the form of Alibaba's `RequestId`.
+/// Uppercase UUID v4, the form of Alibaba's `RequestId`. The random bytes come from the thread
+/// RNG (no syscall per request); `uuid` sets the version and variant bits and formats it.
 pub fn request_id() -> String {
-    let mut b: [u8; 16] = rand::rng().random();
-    b[6] = (b[6] & 0x0F) | 0x40;
-    b[8] = (b[8] & 0x3F) | 0x80;
-    let h = hex::encode_upper(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    let id = uuid::Builder::from_random_bytes(rand::rng().random()).into_uuid();
+    let mut buf = uuid::Uuid::encode_buffer();
+    id.hyphenated().encode_upper(&mut buf).to_owned()
 }
 
 /// `n` random ASCII letters and digits.
 pub fn random_alnum(n: usize) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut r = rand::rng();
-    (0..n)
-        .map(|_| A[r.random_range(0..A.len())] as char)
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(n)
+        .map(char::from)
         .collect()
 }
 
@@ -232,6 +224,9 @@ mod tests {
         assert_eq!(id.len(), 36);
         assert_eq!(id, id.to_uppercase());
         assert_eq!(id.matches('-').count(), 4);
+        // Version 4, RFC 4122 variant.
+        assert_eq!(&id[14..15], "4");
+        assert!("89AB".contains(&id[19..20]), "{id}");
         assert_ne!(id, request_id());
     }
 }
