@@ -4,6 +4,7 @@ Tests that depend on an unpublished choice cite its id in docs/emulator.md "Assu
 """
 import json
 import re
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -297,6 +298,30 @@ def test_injected_faults_surface_through_the_sdk(emulator, client):
     expect_error(lambda: get(client, "f"), "Throttling.User", 400)
     assert get(client, "f").chat_configuration.name == "f"
     assert [r["remaining"] for r in emulator.admin_call("GET", "/faults")["rules"]] == [0, 0, 0]
+
+
+def test_injected_terminal_codes_surface_through_the_sdk(emulator, client):
+    # A21: any code can be injected, with its known status and message or an explicit one.
+    create(client, "t")
+    only_get = {"action": "GetChatConfiguration", "remaining": 1}
+    emulator.admin_call("POST", "/faults", {"rules": [
+        {"kind": "error", "code": "Forbidden.RAM", **only_get},
+        {"kind": "error", "code": "InvalidAccessKeyId.NotFound", **only_get},
+        {"kind": "error", "code": "SignatureDoesNotMatch", **only_get},
+        {"kind": "error", "code": "EntityNotExists.ChatConfiguration", **only_get},
+        {"kind": "error", "code": "Custom.Failure", "http_status": 502, "message": "Upstream down.", **only_get}]})
+    e = expect_error(lambda: get(client, "t"), "Forbidden.RAM", 403)
+    assert e.data["Message"].startswith("User not authorized to operate on the specified resource")
+    expect_error(lambda: get(client, "t"), "InvalidAccessKeyId.NotFound", 404)
+    expect_error(lambda: get(client, "t"), "SignatureDoesNotMatch", 400)
+    expect_error(lambda: get(client, "t"), "EntityNotExists.ChatConfiguration", 404)
+    e = expect_error(lambda: get(client, "t"), "Custom.Failure", 502)
+    assert e.data["Message"] == "Upstream down."
+    assert get(client, "t").chat_configuration.name == "t"
+    # An unknown code without http_status is refused.
+    with pytest.raises(urllib.error.HTTPError) as info:
+        emulator.admin_call("POST", "/faults", {"rules": [{"kind": "error", "code": "Custom.Failure"}]})
+    assert info.value.code == 400
 
 
 def test_sdk_retry_after_throttling_is_accepted(emulator):

@@ -642,10 +642,7 @@ async fn handle(
         let (sh2, params) = (sh.clone(), out.params.clone());
         tokio::task::spawn_blocking(move || run(&sh2, &params))
             .await
-            .unwrap_or(Err(ApiError::Injected {
-                code: "InternalError",
-                retry_after_ms: None,
-            }))
+            .unwrap_or_else(|_| Err(ApiError::internal()))
     } else {
         run(sh, &out.params)
     };

@@ -431,6 +431,84 @@ async fn fault_error_codes_rate_and_retry_after() {
     e.shutdown().await;
 }
 
+/// A21: a rule may answer any Alibaba error code, terminal ones included, in the real error shape.
+#[tokio::test]
+async fn fault_any_error_code_with_its_status() {
+    let e = emu().await;
+    let cases: &[(&str, Option<u16>, u16)] = &[
+        ("Forbidden.RAM", None, 403),
+        ("InvalidParameter", None, 400),
+        ("InvalidAccessKeyId.NotFound", None, 404),
+        ("SignatureDoesNotMatch", None, 400),
+        ("EntityNotExists.ChatConfiguration", None, 404),
+        ("Throttling.User", None, 400),
+        ("ServiceUnavailable", None, 503),
+        ("InternalError", None, 500),
+        ("QuotaExceeded.ChatConfiguration", Some(429), 429),
+        ("Forbidden.RAM", Some(401), 401),
+    ];
+    for (c, status, _) in cases {
+        let mut rule = FaultRule::error(c)
+            .for_action("UpdateChatConfiguration")
+            .times(1);
+        rule.http_status = *status;
+        e.faults().add_rule(rule).unwrap();
+    }
+    assert_eq!(send(&e, &create_req("t")).await.0, 200);
+    let update = || {
+        TestRequest::new(
+            "UpdateChatConfiguration",
+            &[("Name", "t"), ("RamRole", "Changed")],
+        )
+    };
+    for (c, _, want) in cases {
+        let (s, h, b) = send_as(&e, &update(), ID, SECRET).await;
+        assert_eq!((s, code(&b)), (*want, *c), "{b}");
+        let keys: Vec<&str> = b.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["Code", "HostId", "Message", "Recommend", "RequestId"]
+        );
+        let rid = b["RequestId"].as_str().unwrap();
+        assert_eq!(h["x-acs-request-id"], rid);
+        assert_eq!(
+            b["Recommend"],
+            format!("https://api.aliyun.com/troubleshoot?q={c}&product=Oos&requestId={rid}")
+        );
+        assert!(h.get("x-acs-retry-after").is_none());
+    }
+    assert!(
+        send(&e, &get_req("t")).await.1["ChatConfiguration"]
+            .get("RamRole")
+            .is_none(),
+        "no injected Update reached the store"
+    );
+    // Messages: the known text, a generic one for unknown codes, or the rule's own.
+    let (_, b) = send(&e, &update()).await;
+    assert!(b.get("Code").is_none(), "rules used up: {b}");
+    e.faults()
+        .set(FaultConfig {
+            rules: vec![
+                FaultRule::error("Forbidden.RAM").times(1),
+                FaultRule::error("Custom.Code").with_status(418).times(1),
+                FaultRule::error("InternalError")
+                    .with_message("Disk on fire.")
+                    .times(1),
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+    let messages = [
+        "User not authorized to operate on the specified resource, or this API doesn't support RAM.",
+        "The request processing has failed with error Custom.Code.",
+        "Disk on fire.",
+    ];
+    for want in messages {
+        assert_eq!(send(&e, &get_req("t")).await.1["Message"], want);
+    }
+    e.shutdown().await;
+}
+
 #[tokio::test]
 async fn fault_qps_limit_per_account() {
     let e = emu().await;
@@ -483,13 +561,29 @@ async fn admin_api_over_http() {
         "{log}"
     );
     assert!(log.contains("a b+c"));
-    let bad = c
+    // A21: an unknown code needs http_status; a status outside 400-599 is refused.
+    for body in [
+        r#"{"rules":[{"kind":"error","code":"Nope"}]}"#,
+        r#"{"rules":[{"kind":"error","code":"Nope","http_status":302}]}"#,
+        r#"{"rules":[{"kind":"reset","code":"InternalError"}]}"#,
+    ] {
+        let bad = c
+            .post(format!("{admin}/faults"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 400, "{body}");
+    }
+    let ok = c
         .post(format!("{admin}/faults"))
-        .body(r#"{"rules":[{"kind":"error","code":"Nope"}]}"#)
+        .body(r#"{"rules":[{"kind":"error","code":"Nope","http_status":451,"message":"No.","remaining":1},{"kind":"error","code":"Forbidden.RAM"}]}"#)
         .send()
         .await
         .unwrap();
-    assert_eq!(bad.status(), 400);
+    assert_eq!(ok.status(), 200);
+    assert_eq!(send(&e, &get_req("adm")).await.0, 451);
+    assert_eq!(code(&send(&e, &get_req("adm")).await.1), "Forbidden.RAM");
     let ok = c
         .post(format!("{admin}/faults"))
         .body(r#"{"latency_ms":1,"qps_limit":50}"#)
