@@ -287,3 +287,22 @@ pub fn error_code_is_valid(code: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
+
+/// A22: masking in the emulator's own admin output (the request log), the project's one rule: a JSON key (or request parameter name) is sensitive iff its ASCII-lowercase form contains
+/// one of these; its value, of any JSON type, becomes [`MASK`], at every depth of nested objects
+/// and arrays. (A11 is what the modelled service masks in Get; it is a separate rule.)
+pub const SENSITIVE_KEY_PARTS: &[&str] = &[
+    "secret",
+    "token",
+    "password",
+    "passwd",
+    "aeskey",
+    "privatekey",
+    "credential",
+];
+
+/// Whether `key` is sensitive by [`SENSITIVE_KEY_PARTS`].
+pub fn is_sensitive_key(key: &str) -> bool {
+    let lower = key.to_ascii_lowercase();
+    SENSITIVE_KEY_PARTS.iter().any(|p| lower.contains(p))
+}

@@ -9,6 +9,7 @@ pub mod assumptions;
 pub mod codec;
 pub mod error;
 pub mod faults;
+mod redact;
 mod server;
 pub mod sigv3;
 mod store;

@@ -6,6 +6,7 @@ use super::assumptions as a;
 use super::codec::{parse_form, request_id};
 use super::error::{ApiError, invalid};
 use super::faults::Fault;
+use super::redact::redact_params;
 use super::sigv3;
 use super::{Shared, sts};
 use axum::Router;
@@ -212,50 +213,6 @@ impl RequestLog {
 
     pub fn clear(&mut self) {
         self.entries.clear();
-    }
-}
-
-/// Replace secret-looking parameter values (Configuration secrets, OIDC tokens) for the log.
-pub(crate) fn redact_params(params: &Params) -> BTreeMap<String, String> {
-    params
-        .iter()
-        .map(|(k, v)| {
-            let v = match k.as_str() {
-                "Configuration" => redact_configuration(v),
-                "OIDCToken" => a::MASK.to_string(),
-                _ => v.clone(),
-            };
-            (k.clone(), v)
-        })
-        .collect()
-}
-
-fn redact_configuration(v: &str) -> String {
-    fn walk(v: &mut serde_json::Value) {
-        match v {
-            serde_json::Value::Object(m) => {
-                for (k, item) in m.iter_mut() {
-                    let l = k.to_ascii_lowercase();
-                    if ["secret", "token", "password", "key"]
-                        .iter()
-                        .any(|s| l.contains(s))
-                    {
-                        *item = serde_json::Value::String(a::MASK.into());
-                    } else {
-                        walk(item);
-                    }
-                }
-            }
-            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
-            _ => {}
-        }
-    }
-    match serde_json::from_str::<serde_json::Value>(v) {
-        Ok(mut j @ serde_json::Value::Object(_)) => {
-            walk(&mut j);
-            j.to_string()
-        }
-        _ => a::MASK.to_string(),
     }
 }
 
@@ -664,23 +621,5 @@ mod tests {
         assert!(n.record("other", "a", 1000));
         // Forgotten once older than the memory.
         assert!(n.record("k", "a", 1001 + a::NONCE_MEMORY_SECS));
-    }
-
-    #[test]
-    fn redaction_hides_configuration_secrets_and_tokens() {
-        let mut p = Params::new();
-        p.insert(
-            "Configuration".into(),
-            r#"{"DingTalkClientId":"id","DingTalkClientSecret":"s3cr3t-1","Inner":{"AesKey":"k-2"}}"#.into(),
-        );
-        p.insert("OIDCToken".into(), "tok-3".into());
-        p.insert("Name".into(), "n".into());
-        let r = redact_params(&p);
-        let text = format!("{r:?}");
-        for s in ["s3cr3t-1", "k-2", "tok-3"] {
-            assert!(!text.contains(s), "{s} leaked: {text}");
-        }
-        assert!(text.contains("DingTalkClientId"));
-        assert_eq!(redact_configuration("not json s3cr3t"), a::MASK);
     }
 }

@@ -612,6 +612,74 @@ async fn admin_api_over_http() {
     e.shutdown().await;
 }
 
+/// A22: the request log masks by the project's one rule, at every depth, whatever the value type.
+#[tokio::test]
+async fn request_log_masks_by_the_one_rule() {
+    let e = emu_with(EmulatorConfig {
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Default::default()
+    })
+    .await;
+    let conf = r#"{"DingTalkClientId":"visible-id","ApiKey":"visible-apikey",
+        "Robots":[{"Name":"r1","Token":"deep-tok-1","Opts":{"Password":987654}}],
+        "Private":{"rsaPrivateKey":"pk-2","EncodingAESKey":"aes-3","db_passwd":["pw-4"]},
+        "Credentials":{"id":"cred-5"},"ClientSecret":"sec-6"}"#;
+    let r = TestRequest::new(
+        "CreateChatConfiguration",
+        &[
+            ("Name", "masked"),
+            ("Type", "WeChat"),
+            ("Configuration", conf),
+        ],
+    );
+    assert_eq!(send(&e, &r).await.0, 200);
+    let list = TestRequest::new(
+        "ListChatConfigurations",
+        &[("MaxResults", "1"), ("NextToken", "+/+/djE6YQ==")],
+    );
+    send(&e, &list).await;
+    let sts = format!(
+        "{}/?Action=AssumeRoleWithOIDC&RoleArn=acs:ram::1:role/r&OIDCProviderArn=acs:ram::1:oidc-provider/p&OIDCToken=oidc-tok-7&RoleSessionName=s1",
+        e.endpoint()
+    );
+    assert_eq!(client().post(sts).send().await.unwrap().status(), 200);
+    let log: Value = client()
+        .get(format!("{}/requests", e.admin_url().unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let text = log.to_string();
+    for secret in [
+        "deep-tok-1",
+        "987654",
+        "pk-2",
+        "aes-3",
+        "pw-4",
+        "cred-5",
+        "sec-6",
+        "oidc-tok-7",
+        "djE6YQ",
+    ] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    let logged: Value =
+        serde_json::from_str(log[0]["params"]["Configuration"].as_str().unwrap()).unwrap();
+    assert_eq!(logged["DingTalkClientId"], "visible-id");
+    assert_eq!(logged["ApiKey"], "visible-apikey");
+    assert_eq!(logged["Robots"][0]["Name"], "r1");
+    assert_eq!(logged["Robots"][0]["Opts"]["Password"], "******");
+    assert_eq!(logged["Private"]["db_passwd"], "******");
+    assert_eq!(logged["Credentials"], "******");
+    assert_eq!(log[1]["params"]["MaxResults"], "1");
+    assert_eq!(log[1]["params"]["NextToken"], "******");
+    assert_eq!(log[2]["params"]["OIDCToken"], "******");
+    assert_eq!(log[2]["params"]["RoleSessionName"], "s1");
+    e.shutdown().await;
+}
+
 #[tokio::test]
 async fn state_file_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
