@@ -351,3 +351,24 @@ def test_admin_counters_and_redacted_request_log(emulator, client):
     emulator.admin_call("POST", "/reset")
     assert emulator.admin_call("GET", "/calls") == {}
     assert get(client, "logme").chat_configuration.name == "logme"  # reset without state keeps data
+
+
+def test_admin_state_and_answers_by_code(emulator, client):
+    create(client, "st")
+    emulator.admin_call("POST", "/reset")
+    emulator.admin_call("POST", "/faults", {"rules": [
+        {"kind": "error", "code": "Throttling.User", "action": "GetChatConfiguration", "remaining": 1}]})
+    expect_error(lambda: get(client, "st"), "Throttling.User", 400)
+    g = get(client, "st").chat_configuration
+    assert emulator.admin_call("GET", "/calls?by=code") == {
+        "GetChatConfiguration": {"Throttling.User": 1, "OK": 1}}
+    assert emulator.admin_call("GET", "/calls") == {"GetChatConfiguration": 2}
+    state = emulator.admin_call("GET", "/state")["configurations"]
+    assert len(state) == 1
+    s = state[0]
+    assert (s["owner"], s["region"], s["name"], s["type"], s["ramRole"]) == (
+        AK[2], "cn-hangzhou", "st", "DingTalk", "OOSServiceRole")
+    assert (s["createdDate"], s["updatedDate"]) == (g.created_date, g.updated_date)
+    assert s["configuration"] == {**CONF, "DingTalkClientSecret": "******"}  # A22
+    assert s["outputs"] == json.loads(g.outputs)
+    assert SECRET not in json.dumps(state, ensure_ascii=False)

@@ -135,6 +135,8 @@ pub const OIDC_TOKEN_MAX: usize = 20_000;
 
 /// A19: /calls counts every request whose action name is one of the five OOS actions or
 /// `AssumeRoleWithOIDC`, on receipt, whatever its outcome (auth failures included).
+/// `/calls?by=code` counts them again by answer (`OK`, error code, `reset`, `stall`) once the
+/// answer is known; a stalled request counts as `stall` when its stall starts.
 /// The request log keeps the last 10,000 requests.
 pub const REQUEST_LOG_CAPACITY: usize = 10_000;
 
@@ -288,7 +290,8 @@ pub fn error_code_is_valid(code: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// A22: masking in the emulator's own admin output (the request log), the project's one rule: a JSON key (or request parameter name) is sensitive iff its ASCII-lowercase form contains
+/// A22: masking in the emulator's own admin output (request log, `GET /state`), the project's one
+/// rule: a JSON key (or request parameter name) is sensitive iff its ASCII-lowercase form contains
 /// one of these; its value, of any JSON type, becomes [`MASK`], at every depth of nested objects
 /// and arrays. (A11 is what the modelled service masks in Get; it is a separate rule.)
 pub const SENSITIVE_KEY_PARTS: &[&str] = &[

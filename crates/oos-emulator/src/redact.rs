@@ -1,4 +1,4 @@
-//! Masking for the emulator's own admin output (the request log), by the project's one
+//! Masking for the emulator's own admin output (request log, `GET /state`), by the project's one
 //! rule (A22): a key is sensitive iff its ASCII-lowercase form contains one of
 //! [`assumptions::SENSITIVE_KEY_PARTS`](super::assumptions::SENSITIVE_KEY_PARTS); its value, of
 //! any JSON type, becomes `******`. Not to be confused with A11, what the modelled service masks

@@ -225,6 +225,8 @@ struct Outcome {
     result: Result<serde_json::Map<String, serde_json::Value>, ApiError>,
     reset: bool,
     fault: Option<String>,
+    /// Already counted in `GET /calls?by=code` (as `stall`).
+    answer_counted: bool,
     product: &'static str,
 }
 
@@ -238,6 +240,7 @@ impl Outcome {
             result: Ok(Default::default()),
             reset: false,
             fault: None,
+            answer_counted: false,
             product: "Oos",
         }
     }
@@ -270,6 +273,16 @@ async fn api(
         Ok(_) => (200, None),
         Err(e) => (e.status(), Some(e.code())),
     };
+    if let Some(action) = &out.action
+        && !out.answer_counted
+    {
+        let answer = match (&code, out.reset) {
+            (_, true) => ANSWER_RESET,
+            (Some(c), false) => c.as_str(),
+            (None, false) => ANSWER_OK,
+        };
+        count_answer(&sh, action, answer);
+    }
     let entry = LoggedRequest {
         seq: 0,
         time: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -345,6 +358,21 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Answer keys of `GET /calls?by=code` besides error codes (A19).
+pub(crate) const ANSWER_OK: &str = "OK";
+pub(crate) const ANSWER_RESET: &str = "reset";
+pub(crate) const ANSWER_STALL: &str = "stall";
+
+fn count_answer(sh: &Shared, action: &str, answer: &str) {
+    *sh.answers
+        .lock()
+        .expect("answers lock")
+        .entry(action.to_string())
+        .or_default()
+        .entry(answer.to_string())
+        .or_insert(0) += 1;
+}
+
 fn count(sh: &Shared, action: &str) {
     *sh.calls
         .lock()
@@ -387,22 +415,30 @@ async fn stall(sh: &Shared, d: Duration) {
     }
 }
 
-/// Apply a fault that fired; `Some` means the request ends here.
-async fn apply_fault(sh: &Shared, f: Option<Fault>, out: &mut Outcome) -> bool {
+/// Apply a fault that fired; `true` means the request ends here. `after_commit` only labels the
+/// log entry (`reset after_commit`).
+async fn apply_fault(sh: &Shared, f: Option<Fault>, after_commit: bool, out: &mut Outcome) -> bool {
+    let phase = if after_commit { " after_commit" } else { "" };
     match f {
         None => false,
         Some(Fault::Stall(d)) => {
-            out.fault = Some(format!("stall {}ms", d.as_millis()));
+            out.fault = Some(format!("stall {}ms{phase}", d.as_millis()));
+            // A stalled request counts as `stall` now, whatever it answers later: its client may
+            // well have given up by then.
+            if let Some(action) = &out.action {
+                count_answer(sh, action, ANSWER_STALL);
+                out.answer_counted = true;
+            }
             stall(sh, d).await;
             false
         }
         Some(Fault::Reset) => {
-            out.fault = Some("reset".into());
+            out.fault = Some(format!("reset{phase}"));
             out.reset = true;
             true
         }
         Some(Fault::Error(e)) => {
-            out.fault = Some(format!("error {}", e.code()));
+            out.fault = Some(format!("error {}{phase}", e.code()));
             out.result = Err(e);
             true
         }
@@ -474,12 +510,12 @@ async fn handle(
             return out.fail(e);
         }
         out.params = params;
-        if apply_fault(sh, sh.faults.pick(sts::ACTION, false), &mut out).await {
+        if apply_fault(sh, sh.faults.pick(sts::ACTION, false), false, &mut out).await {
             return out;
         }
         out.result = sts::assume_role_with_oidc(sh, &out.params, Utc::now());
         if out.result.is_ok() {
-            apply_fault(sh, sh.faults.pick(sts::ACTION, true), &mut out).await;
+            apply_fault(sh, sh.faults.pick(sts::ACTION, true), true, &mut out).await;
         }
         return out;
     }
@@ -576,7 +612,7 @@ async fn handle(
         out.fault = Some("qps_limit".into());
         return out.fail(e);
     }
-    if apply_fault(sh, sh.faults.pick(action.name(), false), &mut out).await {
+    if apply_fault(sh, sh.faults.pick(action.name(), false), false, &mut out).await {
         return out;
     }
     let mut params = Params::new();
@@ -604,7 +640,7 @@ async fn handle(
         run(sh, &out.params)
     };
     if out.result.is_ok() {
-        apply_fault(sh, sh.faults.pick(action.name(), true), &mut out).await;
+        apply_fault(sh, sh.faults.pick(action.name(), true), true, &mut out).await;
     }
     out
 }

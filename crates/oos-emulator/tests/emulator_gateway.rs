@@ -612,6 +612,161 @@ async fn admin_api_over_http() {
     e.shutdown().await;
 }
 
+/// `GET /state` (the exact remote set, masked by A22) and `GET /calls?by=code` (A19).
+#[tokio::test]
+async fn admin_state_and_calls_by_code() {
+    let e = emu_with(EmulatorConfig {
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Default::default()
+    })
+    .await;
+    e.add_access_key(AccessKey::new("other", "other-secret").with_owner("42"));
+    let admin = e.admin_url().unwrap();
+    let get_json = |path: &str| {
+        let url = format!("{admin}{path}");
+        async move {
+            let r = client().get(url).send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    assert_eq!(
+        get_json("/state").await,
+        (200, serde_json::json!({"configurations": []}))
+    );
+    let wechat = TestRequest::new(
+        "CreateChatConfiguration",
+        &[
+            ("RegionId", "cn-beijing"),
+            ("Name", "wx"),
+            ("Type", "WeChat"),
+            ("RamRole", "OOSServiceRole"),
+            ("ResourceGroupId", "rg-1"),
+            (
+                "Configuration",
+                r#"{"CorpId":"corp","CorpSecret":"wx-secret","Bots":[{"Token":"wx-token","Id":7}]}"#,
+            ),
+        ],
+    );
+    assert_eq!(send(&e, &wechat).await.0, 200);
+    assert_eq!(send(&e, &create_req("gw")).await.0, 200);
+    let (s, _, _) = send_as(&e, &create_req("theirs"), "other", "other-secret").await;
+    assert_eq!(s, 200);
+    let (s, state) = get_json("/state").await;
+    assert_eq!(s, 200);
+    let list = state["configurations"].as_array().unwrap();
+    let keys: Vec<(&str, &str, &str)> = list
+        .iter()
+        .map(|c| {
+            (
+                c["owner"].as_str().unwrap(),
+                c["region"].as_str().unwrap(),
+                c["name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("1234567890123456", "cn-beijing", "wx"),
+            ("1234567890123456", "cn-hangzhou", "gw"),
+            ("42", "cn-hangzhou", "theirs"),
+        ]
+    );
+    let wx = &list[0];
+    let got = send(
+        &e,
+        &TestRequest::new(
+            "GetChatConfiguration",
+            &[("RegionId", "cn-beijing"), ("Name", "wx")],
+        ),
+    )
+    .await
+    .1;
+    let g = &got["ChatConfiguration"];
+    let url = serde_json::from_str::<Value>(g["Outputs"].as_str().unwrap()).unwrap()["URL"].clone();
+    assert_eq!(
+        *wx,
+        serde_json::json!({
+            "owner": "1234567890123456", "region": "cn-beijing", "name": "wx", "type": "WeChat",
+            "ramRole": "OOSServiceRole", "resourceGroupId": "rg-1",
+            "createdDate": g["CreatedDate"], "updatedDate": g["UpdatedDate"],
+            "configuration": {"CorpId": "corp", "CorpSecret": "******",
+                              "Bots": [{"Token": "******", "Id": 7}]},
+            "outputs": {"URL": url, "AesKey": "******"},
+        })
+    );
+    assert!(list[1]["ramRole"].is_null() && list[1]["resourceGroupId"].is_null());
+    assert!(list[1]["outputs"].get("AesKey").is_none());
+    let text = state.to_string();
+    assert!(
+        !text.contains("wx-secret") && !text.contains("gw-conf-secret"),
+        "{text}"
+    );
+    // The in-process view is the same.
+    assert_eq!(
+        serde_json::to_value(e.state()).unwrap(),
+        state["configurations"]
+    );
+    // Filters.
+    let (_, only) = get_json("/state?owner=42").await;
+    assert_eq!(only["configurations"].as_array().unwrap().len(), 1);
+    let (_, only) = get_json("/state?owner=1234567890123456&region=cn-hangzhou").await;
+    assert_eq!(only["configurations"][0]["name"], "gw");
+    assert_eq!(get_json("/state?bogus=1").await.0, 400);
+
+    // Answers by code: OK, injected codes, reset; requests that fail authentication count too.
+    e.reset();
+    e.faults()
+        .add_rule(
+            FaultRule::error("Forbidden.RAM")
+                .for_action("GetChatConfiguration")
+                .times(1),
+        )
+        .unwrap();
+    e.faults()
+        .add_rule(
+            FaultRule::reset()
+                .for_action("GetChatConfiguration")
+                .times(1),
+        )
+        .unwrap();
+    send(&e, &get_req("gw")).await;
+    assert!(
+        get_req("gw")
+            .build(&client(), &e.endpoint(), ID, SECRET)
+            .send()
+            .await
+            .is_err()
+    );
+    send(&e, &get_req("gw")).await;
+    send(&e, &get_req("nope")).await;
+    send_as(&e, &get_req("gw"), ID, "wrong").await;
+    let (s, by_code) = get_json("/calls?by=code").await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        by_code,
+        serde_json::json!({"GetChatConfiguration": {
+            "Forbidden.RAM": 1, "reset": 1, "OK": 1,
+            "EntityNotExists.ChatConfiguration": 1, "SignatureDoesNotMatch": 1}})
+    );
+    assert_eq!(e.calls_by_answer()["GetChatConfiguration"]["OK"], 1);
+    assert_eq!(
+        get_json("/calls").await.1,
+        serde_json::json!({"GetChatConfiguration": 5})
+    );
+    assert_eq!(
+        get_json("/calls?by=action").await.1,
+        get_json("/calls").await.1
+    );
+    assert_eq!(get_json("/calls?by=nonsense").await.0, 400);
+    e.reset();
+    assert_eq!(get_json("/calls?by=code").await.1, serde_json::json!({}));
+    e.shutdown().await;
+}
+
 /// A22: the request log masks by the project's one rule, at every depth, whatever the value type.
 #[tokio::test]
 async fn request_log_masks_by_the_one_rule() {
