@@ -259,6 +259,26 @@ async fn api(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // The request runs to its end in its own task even when the client goes away (as on a real
+    // server: a stalled Update still commits, and is logged and counted); the connection only
+    // waits for the answer.
+    let host = header_str(&headers, header::HOST.as_str())
+        .unwrap_or("oos.aliyuncs.com")
+        .to_string();
+    match tokio::spawn(serve_one(sh, conn, method, uri, headers, body)).await {
+        Ok(r) => r,
+        Err(_) => error_response(&ApiError::internal(), &request_id(), &host, "Oos"),
+    }
+}
+
+async fn serve_one(
+    sh: Arc<Shared>,
+    conn: Conn,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let rid = request_id();
     let latency = sh.faults.latency();
     if !latency.is_zero() {
