@@ -4,6 +4,7 @@ Tests that depend on an unpublished choice cite its id in docs/emulator.md "Assu
 """
 import json
 import re
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -299,6 +300,30 @@ def test_injected_faults_surface_through_the_sdk(emulator, client):
     assert [r["remaining"] for r in emulator.admin_call("GET", "/faults")["rules"]] == [0, 0, 0]
 
 
+def test_injected_terminal_codes_surface_through_the_sdk(emulator, client):
+    # A21: any code can be injected, with its known status and message or an explicit one.
+    create(client, "t")
+    only_get = {"action": "GetChatConfiguration", "remaining": 1}
+    emulator.admin_call("POST", "/faults", {"rules": [
+        {"kind": "error", "code": "Forbidden.RAM", **only_get},
+        {"kind": "error", "code": "InvalidAccessKeyId.NotFound", **only_get},
+        {"kind": "error", "code": "SignatureDoesNotMatch", **only_get},
+        {"kind": "error", "code": "EntityNotExists.ChatConfiguration", **only_get},
+        {"kind": "error", "code": "Custom.Failure", "http_status": 502, "message": "Upstream down.", **only_get}]})
+    e = expect_error(lambda: get(client, "t"), "Forbidden.RAM", 403)
+    assert e.data["Message"].startswith("User not authorized to operate on the specified resource")
+    expect_error(lambda: get(client, "t"), "InvalidAccessKeyId.NotFound", 404)
+    expect_error(lambda: get(client, "t"), "SignatureDoesNotMatch", 400)
+    expect_error(lambda: get(client, "t"), "EntityNotExists.ChatConfiguration", 404)
+    e = expect_error(lambda: get(client, "t"), "Custom.Failure", 502)
+    assert e.data["Message"] == "Upstream down."
+    assert get(client, "t").chat_configuration.name == "t"
+    # An unknown code without http_status is refused.
+    with pytest.raises(urllib.error.HTTPError) as info:
+        emulator.admin_call("POST", "/faults", {"rules": [{"kind": "error", "code": "Custom.Failure"}]})
+    assert info.value.code == 400
+
+
 def test_sdk_retry_after_throttling_is_accepted(emulator):
     from darabonba.policy.retry import RetryOptions
     opts = RetryOptions({"retryable": True, "retryCondition": [
@@ -326,3 +351,24 @@ def test_admin_counters_and_redacted_request_log(emulator, client):
     emulator.admin_call("POST", "/reset")
     assert emulator.admin_call("GET", "/calls") == {}
     assert get(client, "logme").chat_configuration.name == "logme"  # reset without state keeps data
+
+
+def test_admin_state_and_answers_by_code(emulator, client):
+    create(client, "st")
+    emulator.admin_call("POST", "/reset")
+    emulator.admin_call("POST", "/faults", {"rules": [
+        {"kind": "error", "code": "Throttling.User", "action": "GetChatConfiguration", "remaining": 1}]})
+    expect_error(lambda: get(client, "st"), "Throttling.User", 400)
+    g = get(client, "st").chat_configuration
+    assert emulator.admin_call("GET", "/calls?by=code") == {
+        "GetChatConfiguration": {"Throttling.User": 1, "OK": 1}}
+    assert emulator.admin_call("GET", "/calls") == {"GetChatConfiguration": 2}
+    state = emulator.admin_call("GET", "/state")["configurations"]
+    assert len(state) == 1
+    s = state[0]
+    assert (s["owner"], s["region"], s["name"], s["type"], s["ramRole"]) == (
+        AK[2], "cn-hangzhou", "st", "DingTalk", "OOSServiceRole")
+    assert (s["createdDate"], s["updatedDate"]) == (g.created_date, g.updated_date)
+    assert s["configuration"] == {**CONF, "DingTalkClientSecret": "******"}  # A22
+    assert s["outputs"] == json.loads(g.outputs)
+    assert SECRET not in json.dumps(state, ensure_ascii=False)

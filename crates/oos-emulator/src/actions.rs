@@ -426,10 +426,7 @@ fn list(p: &Params, ctx: &Ctx<'_>, key: (String, String)) -> Result<Value, ApiEr
 
 fn persist_failed(e: anyhow::Error) -> ApiError {
     tracing::error!(error = %e, "persisting emulator state failed");
-    ApiError::Injected {
-        code: "InternalError",
-        retry_after_ms: None,
-    }
+    ApiError::internal()
 }
 
 #[cfg(test)]

@@ -135,6 +135,8 @@ pub const OIDC_TOKEN_MAX: usize = 20_000;
 
 /// A19: /calls counts every request whose action name is one of the five OOS actions or
 /// `AssumeRoleWithOIDC`, on receipt, whatever its outcome (auth failures included).
+/// `/calls?by=code` counts them again by answer (`OK`, error code, `reset`, `stall`) once the
+/// answer is known; a stalled request counts as `stall` when its stall starts.
 /// The request log keeps the last 10,000 requests.
 pub const REQUEST_LOG_CAPACITY: usize = 10_000;
 
@@ -142,11 +144,168 @@ pub const REQUEST_LOG_CAPACITY: usize = 10_000;
 /// `Throttling.User` (400); throttled requests do not count towards the window.
 pub const THROTTLING_USER_CODE: &str = "Throttling.User";
 
-/// Error codes that fault injection may produce.
-pub const INJECTABLE_CODES: &[&str] = &[
-    "Throttling.User",
-    "Throttling",
-    "Throttling.Api",
-    "ServiceUnavailable",
-    "InternalError",
+/// A21: injected errors. A fault rule may answer any error code. A known code (reference section
+/// 7.2, plus the codes this emulator answers itself) comes with the HTTP status and message below;
+/// `Missing<Param>` is 400 "`<Param>` is mandatory for this action."; any other code needs an
+/// explicit `http_status`. A rule's `http_status` (400–599) and `message` override the table.
+/// Codes are 1–64 characters of `[A-Za-z0-9._-]`. Where sources disagree the emulator's own
+/// answer wins: `SignatureDoesNotMatch` 400 (some pages say 403), `InvalidAccessKeyId.NotFound`
+/// 404 (some tables say 400).
+pub const KNOWN_ERROR_CODES: &[(&str, u16, &str)] = &[
+    (
+        "IncompleteSignature",
+        400,
+        "The request signature does not conform to Aliyun standards.",
+    ),
+    (
+        "SignatureDoesNotMatch",
+        400,
+        "Specified signature does not match our calculation.",
+    ),
+    (
+        "InvalidAccessKeyId.NotFound",
+        404,
+        "Specified access key is not found.",
+    ),
+    (
+        "InvalidAccessKeyId.Inactive",
+        400,
+        "Specified access key is disabled.",
+    ),
+    (
+        "SignatureNonceUsed",
+        400,
+        "Specified signature nonce was used already.",
+    ),
+    (
+        "InvalidTimeStamp.Expired",
+        400,
+        "Specified time stamp or date value is expired.",
+    ),
+    (
+        "InvalidTimeStamp.Format",
+        400,
+        "Specified time stamp or date value is not well formatted.",
+    ),
+    (
+        "InvalidSignatureMethod",
+        400,
+        "Specified signature method is not valid.",
+    ),
+    ("InvalidSecurityToken.Expired", 400, TOKEN_EXPIRED_MESSAGE),
+    (
+        "InvalidSecurityToken.Malformed",
+        400,
+        "The security token is malformed.",
+    ),
+    (
+        "InvalidSecurityToken.MismatchWithAccessKey",
+        400,
+        TOKEN_MISMATCH_MESSAGE,
+    ),
+    ("MissingSecurityToken", 400, MISSING_SECURITY_TOKEN_MESSAGE),
+    (
+        "InvalidApi.NotFound",
+        404,
+        "Specified api is not found, please check your url and method.",
+    ),
+    (
+        "InvalidAction.NotFound",
+        404,
+        "Specified api is not found, please check your url and method.",
+    ),
+    (
+        "InvalidProduct.NotFound",
+        404,
+        "Cannot find product according to your specified domain.",
+    ),
+    (
+        INVALID_PARAMETER_CODE,
+        400,
+        "Specified parameter is not valid.",
+    ),
+    (
+        "Throttling",
+        400,
+        "Request was denied due to request throttling.",
+    ),
+    (
+        THROTTLING_USER_CODE,
+        400,
+        "Request was denied due to user flow control.",
+    ),
+    (
+        "Throttling.Api",
+        400,
+        "Request was denied due to api flow control.",
+    ),
+    ("Forbidden.RAM", 403, FORBIDDEN_MESSAGE),
+    ("NoPermission", 403, FORBIDDEN_MESSAGE),
+    (
+        INTERNAL_ERROR_CODE,
+        500,
+        "The request processing has failed due to some unknown error, exception or failure.",
+    ),
+    (
+        "ServiceUnavailable",
+        503,
+        "The request has failed due to a temporary failure of the server.",
+    ),
+    (NOT_FOUND_CODE, NOT_FOUND_STATUS, NOT_FOUND_MESSAGE),
+    (
+        ALREADY_EXISTS_CODE,
+        ALREADY_EXISTS_STATUS,
+        ALREADY_EXISTS_MESSAGE,
+    ),
 ];
+
+const FORBIDDEN_MESSAGE: &str =
+    "User not authorized to operate on the specified resource, or this API doesn't support RAM.";
+pub const INTERNAL_ERROR_CODE: &str = "InternalError";
+/// HTTP statuses an injected error may carry.
+pub const INJECTED_STATUS_MIN: u16 = 400;
+pub const INJECTED_STATUS_MAX: u16 = 599;
+pub const ERROR_CODE_MAX_LEN: usize = 64;
+
+/// Status and message of a known code (table above, or the `Missing<Param>` family).
+pub fn known_error(code: &str) -> Option<(u16, String)> {
+    if let Some((_, status, message)) = KNOWN_ERROR_CODES.iter().find(|(c, ..)| *c == code) {
+        return Some((*status, (*message).to_string()));
+    }
+    let param = code.strip_prefix("Missing").filter(|p| !p.is_empty())?;
+    Some((400, format!("{param} is mandatory for this action.")))
+}
+
+/// `Message` of an injected code that has no known message.
+pub fn generic_error_message(code: &str) -> String {
+    format!("The request processing has failed with error {code}.")
+}
+
+/// Whether `code` can be an error code: 1–64 of `[A-Za-z0-9._-]`.
+pub fn error_code_is_valid(code: &str) -> bool {
+    !code.is_empty()
+        && code.len() <= ERROR_CODE_MAX_LEN
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// A22: masking in the emulator's own admin output (request log, `GET /state`), the project's one
+/// rule: a JSON key (or request parameter name) is sensitive iff its ASCII-lowercase form contains
+/// one of these; its value, of any JSON type, becomes [`MASK`], at every depth of nested objects
+/// and arrays. (A11 is what the modelled service masks in Get; it is a separate rule.)
+pub const SENSITIVE_KEY_PARTS: &[&str] = &[
+    "secret",
+    "token",
+    "password",
+    "passwd",
+    "aeskey",
+    "privatekey",
+    "credential",
+];
+
+/// Whether `key` is sensitive by [`SENSITIVE_KEY_PARTS`].
+pub fn is_sensitive_key(key: &str) -> bool {
+    let lower = key.to_ascii_lowercase();
+    SENSITIVE_KEY_PARTS.iter().any(|p| lower.contains(p))
+}

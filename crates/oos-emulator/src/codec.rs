@@ -1,41 +1,33 @@
-//! Small encoders the emulator needs: form decoding, RFC 3986 encoding, base64, Python-style JSON
-//! and random identifiers. Hand-written to keep the dependency list short.
+//! Encoders the emulator needs: form decoding and RFC 3986 encoding (`percent-encoding`), base64
+//! (`base64`), Python-style JSON, and random identifiers (`uuid` layout, `rand` bytes).
 
+use base64::Engine as _;
+use base64::alphabet;
+use base64::engine::general_purpose::STANDARD;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode, percent_encode};
 use rand::Rng;
 use serde_json::Value;
 use std::fmt::Write as _;
 
-/// Decode one form-encoded query component: `+` is a space, `%XX` a byte. An invalid `%` sequence
-/// is kept literally (as Python's `unquote_plus` does).
-pub fn form_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => match (hex_val(b[i + 1]), hex_val(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    out
-}
+/// Bytes RFC 3986 leaves unencoded are the unreserved ones: ALPHA, DIGIT, `-`, `.`, `_`, `~`.
+/// Everything else (and every non-ASCII byte) is `%XX` with uppercase hex.
+pub const RFC3986_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+/// Decode one form-encoded query component: `+` is a space, `%XX` a byte. An invalid `%` sequence
+/// is kept literally (as Python's `unquote_plus` does). Bytes, not text: the caller decides what
+/// invalid UTF-8 means (`InvalidParameter`), so `form_urlencoded`'s lossy decoding does not fit.
+pub fn form_decode(s: &str) -> Vec<u8> {
+    // `+` first, so that an encoded `%2B` still decodes to `+`.
+    let spaced: Vec<u8> = s
+        .bytes()
+        .map(|b| if b == b'+' { b' ' } else { b })
+        .collect();
+    percent_decode(&spaced).collect()
 }
 
 /// Split a raw query into decoded (name, value) byte pairs, keeping blank values.
@@ -52,65 +44,28 @@ pub fn parse_form(query: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 /// RFC 3986 percent-encoding: unreserved bytes stay, everything else is `%XX` uppercase.
 pub fn rfc3986(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 3);
-    for &c in bytes {
-        if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'~') {
-            s.push(c as char);
-        } else {
-            let _ = write!(s, "%{c:02X}");
-        }
-    }
-    s
+    percent_encode(bytes, RFC3986_ENCODE).to_string()
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/// Decoding accepts padded or unpadded input and ignores non-zero trailing bits, as the emulator
+/// always has.
+const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
+    .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+    .with_decode_allow_trailing_bits(true);
+const STANDARD_LENIENT: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, LENIENT);
+const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, LENIENT);
 
 /// Standard base64 with padding.
 pub fn b64_encode(data: &[u8]) -> String {
-    let mut s = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let n = chunk.len();
-        let v = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= n {
-                s.push(B64[((v >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                s.push('=');
-            }
-        }
-    }
-    s
+    STANDARD.encode(data)
 }
 
 /// Decode standard or URL-safe base64, padded or not. `None` on any invalid character.
 pub fn b64_decode(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim_end_matches('=');
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    // A lone trailing sextet cannot encode a byte.
-    if bits >= 6 {
-        return None;
-    }
-    Some(out)
+    STANDARD_LENIENT
+        .decode(s)
+        .or_else(|_| URL_SAFE_LENIENT.decode(s))
+        .ok()
 }
 
 /// Serialise like Python's `json.dumps(v)` with default arguments: `", "` / `": "` separators and
@@ -177,28 +132,20 @@ fn write_py_str(s: &mut String, t: &str) {
     s.push('"');
 }
 
-/// Uppercase UUID v4, the form of Alibaba's `RequestId`.
+/// Uppercase UUID v4, the form of Alibaba's `RequestId`. The random bytes come from the thread
+/// RNG (no syscall per request); `uuid` sets the version and variant bits and formats it.
 pub fn request_id() -> String {
-    let mut b: [u8; 16] = rand::rng().random();
-    b[6] = (b[6] & 0x0F) | 0x40;
-    b[8] = (b[8] & 0x3F) | 0x80;
-    let h = hex::encode_upper(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    let id = uuid::Builder::from_random_bytes(rand::rng().random()).into_uuid();
+    let mut buf = uuid::Uuid::encode_buffer();
+    id.hyphenated().encode_upper(&mut buf).to_owned()
 }
 
 /// `n` random ASCII letters and digits.
 pub fn random_alnum(n: usize) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut r = rand::rng();
-    (0..n)
-        .map(|_| A[r.random_range(0..A.len())] as char)
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(n)
+        .map(char::from)
         .collect()
 }
 
@@ -231,12 +178,32 @@ mod tests {
     }
 
     #[test]
+    fn rfc3986_encodes_exactly_the_reserved_bytes() {
+        for b in 0..=255u8 {
+            let unreserved = b.is_ascii_alphanumeric() || b"-._~".contains(&b);
+            let want = if unreserved {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            };
+            assert_eq!(rfc3986(&[b]), want, "byte {b}");
+            // What we encode, form decoding gives back.
+            assert_eq!(form_decode(&rfc3986(&[b])), [b], "byte {b}");
+        }
+        // Bytes, not text: invalid UTF-8 survives decoding for the caller to reject.
+        assert_eq!(form_decode("%FF%FE"), [0xFF, 0xFE]);
+    }
+
+    #[test]
     fn base64_round_trips_and_rejects_garbage() {
         for data in [&b""[..], b"f", b"fo", b"foo", b"foob", b"\xfb\xff\xbfv1:x"] {
             assert_eq!(b64_decode(&b64_encode(data)).unwrap(), data);
         }
         assert_eq!(b64_encode(b"foob"), "Zm9vYg==");
         assert_eq!(b64_encode(&[0xFB, 0xFF, 0xBF]), "+/+/");
+        // Unpadded and URL-safe forms are accepted too (JWT payloads).
+        assert_eq!(b64_decode("Zm9vYg").unwrap(), b"foob");
+        assert_eq!(b64_decode("-_-_").unwrap(), [0xFB, 0xFF, 0xBF]);
         assert!(b64_decode("a b").is_none());
         assert!(b64_decode("Z").is_none());
     }
@@ -257,6 +224,9 @@ mod tests {
         assert_eq!(id.len(), 36);
         assert_eq!(id, id.to_uppercase());
         assert_eq!(id.matches('-').count(), 4);
+        // Version 4, RFC 4122 variant.
+        assert_eq!(&id[14..15], "4");
+        assert!("89AB".contains(&id[19..20]), "{id}");
         assert_ne!(id, request_id());
     }
 }

@@ -56,26 +56,36 @@ pub enum ApiError {
     /// Terminal: A7.
     #[error("{}", a::ALREADY_EXISTS_MESSAGE)]
     AlreadyExists,
-    /// Retryable: throttling or an injected server failure; `code` is one of
-    /// `assumptions::INJECTABLE_CODES`, `retry_after_ms` becomes `x-acs-retry-after`.
-    #[error("{}", injected_message(code))]
+    /// Any code with its status and message: throttling, an internal failure, or an error a
+    /// fault rule injects (A21). `retry_after_ms` becomes `x-acs-retry-after`.
+    #[error("{message}")]
     Injected {
-        code: &'static str,
+        code: String,
+        status: u16,
+        message: String,
         retry_after_ms: Option<u64>,
     },
 }
 
-fn injected_message(code: &str) -> &'static str {
-    match code {
-        "Throttling.User" => "Request was denied due to user flow control.",
-        "Throttling.Api" => "Request was denied due to api flow control.",
-        "Throttling" => "Request was denied due to request throttling.",
-        "ServiceUnavailable" => "The request has failed due to a temporary failure of the server.",
-        _ => "The request processing has failed due to some unknown error, exception or failure.",
-    }
-}
-
 impl ApiError {
+    /// An error answering a known code (A21) with its status and message; an unknown code
+    /// answers 500 with the generic message.
+    pub fn known(code: &str, retry_after_ms: Option<u64>) -> Self {
+        let (status, message) =
+            a::known_error(code).unwrap_or_else(|| (500, a::generic_error_message(code)));
+        Self::Injected {
+            code: code.to_string(),
+            status,
+            message,
+            retry_after_ms,
+        }
+    }
+
+    /// `InternalError` (500).
+    pub fn internal() -> Self {
+        Self::known(a::INTERNAL_ERROR_CODE, None)
+    }
+
     /// The `Code` field.
     pub fn code(&self) -> String {
         match self {
@@ -96,7 +106,7 @@ impl ApiError {
             Self::StsInvalidParameter(p, _) => format!("InvalidParameter.{p}"),
             Self::NotFound => a::NOT_FOUND_CODE.into(),
             Self::AlreadyExists => a::ALREADY_EXISTS_CODE.into(),
-            Self::Injected { code, .. } => (*code).into(),
+            Self::Injected { code, .. } => code.clone(),
         }
     }
 
@@ -106,18 +116,31 @@ impl ApiError {
             Self::AccessKeyNotFound | Self::InvalidApi => 404,
             Self::NotFound => a::NOT_FOUND_STATUS,
             Self::AlreadyExists => a::ALREADY_EXISTS_STATUS,
-            Self::Injected { code, .. } => match *code {
-                "ServiceUnavailable" => 503,
-                "InternalError" => 500,
-                _ => 400,
-            },
+            Self::Injected { status, .. } => *status,
             _ => 400,
         }
     }
 
-    /// Whether a client may retry the same request (reference section 7.4).
+    /// Whether a client may retry the same request (reference section 7.4): throttling codes,
+    /// `ServiceUnavailable`, `InternalError`, any 5xx or 429, and any answer with
+    /// `x-acs-retry-after` (the SDK treats those as throttling).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Injected { .. })
+        match self {
+            Self::Injected {
+                code,
+                status,
+                retry_after_ms,
+                ..
+            } => {
+                code.contains("Throttling")
+                    || code == "ServiceUnavailable"
+                    || code == a::INTERNAL_ERROR_CODE
+                    || *status >= 500
+                    || *status == 429
+                    || retry_after_ms.is_some_and(|ms| ms > 0)
+            }
+            _ => false,
+        }
     }
 
     /// Value for `x-acs-retry-after`, if any.
@@ -145,16 +168,46 @@ mod tests {
         assert_eq!(e.to_string(), "Name is mandatory for this action.");
         assert_eq!(ApiError::AccessKeyNotFound.status(), 404);
         assert_eq!(ApiError::AlreadyExists.status(), 409);
-        let t = ApiError::Injected {
-            code: "ServiceUnavailable",
-            retry_after_ms: None,
-        };
+        let t = ApiError::known("ServiceUnavailable", None);
         assert_eq!(t.status(), 503);
         assert!(t.is_retryable());
+        let forbidden = ApiError::known("Forbidden.RAM", None);
+        assert_eq!(forbidden.status(), 403);
+        assert!(!forbidden.is_retryable());
+        assert!(ApiError::known("Throttling.User", None).is_retryable());
+        assert_eq!(ApiError::internal().status(), 500);
         assert!(!ApiError::SignatureDoesNotMatch.is_retryable());
         assert_eq!(
             ApiError::StsInvalidParameter("RoleArn", "x".into()).code(),
             "InvalidParameter.RoleArn"
         );
+    }
+
+    /// The injection table (A21) gives the same status and message as the emulator's own answers.
+    #[test]
+    fn known_codes_agree_with_the_emulators_own_errors() {
+        for e in [
+            ApiError::InvalidSignatureMethod,
+            ApiError::SignatureDoesNotMatch,
+            ApiError::AccessKeyNotFound,
+            ApiError::TimeStampExpired,
+            ApiError::TimeStampFormat,
+            ApiError::SignatureNonceUsed,
+            ApiError::MissingSecurityToken,
+            ApiError::SecurityTokenMismatch,
+            ApiError::SecurityTokenExpired,
+            ApiError::InvalidApi,
+            ApiError::Missing("Name"),
+            ApiError::NotFound,
+            ApiError::AlreadyExists,
+        ] {
+            let injected = ApiError::known(&e.code(), None);
+            assert_eq!(
+                (injected.status(), injected.to_string()),
+                (e.status(), e.to_string()),
+                "{}",
+                e.code()
+            );
+        }
     }
 }

@@ -39,10 +39,16 @@ pub enum FaultKind {
 #[serde(deny_unknown_fields)]
 pub struct FaultRule {
     pub kind: FaultKind,
-    /// For `error`: one of `Throttling.User`, `Throttling`, `Throttling.Api`, `ServiceUnavailable`,
-    /// `InternalError`.
+    /// For `error`: any Alibaba error code (A21), e.g. `Throttling.User`, `ServiceUnavailable`,
+    /// `Forbidden.RAM`. A known code brings its HTTP status and message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
+    /// For `error`: the HTTP status (400–599); overrides a known code's, required for others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    /// For `error`: the `Message`; default the known code's message, else a generic text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// Only requests for this action (an OOS action name or `AssumeRoleWithOIDC`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
@@ -90,6 +96,8 @@ impl FaultRule {
         Self {
             kind,
             code: None,
+            http_status: None,
+            message: None,
             action: None,
             rate: 1.0,
             remaining: None,
@@ -119,6 +127,67 @@ impl FaultRule {
         self.after_commit = true;
         self
     }
+
+    /// For `error`: answer this HTTP status.
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.http_status = Some(status);
+        self
+    }
+
+    /// For `error`: answer this `Message`.
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = Some(message.into());
+        self
+    }
+
+    /// For `error`: send `x-acs-retry-after` with this many milliseconds.
+    pub fn with_retry_after_ms(mut self, ms: u64) -> Self {
+        self.retry_after_ms = Some(ms);
+        self
+    }
+
+    /// The answer of an `error` rule (A21), or why the rule cannot give one.
+    pub fn api_error(&self) -> Result<ApiError, String> {
+        let code = self
+            .code
+            .as_deref()
+            .ok_or("code is required for kind error")?;
+        if !a::error_code_is_valid(code) {
+            return Err(format!(
+                "code must be 1-{} characters of letters, digits, '.', '_' or '-'",
+                a::ERROR_CODE_MAX_LEN
+            ));
+        }
+        let known = a::known_error(code);
+        let status = match (self.http_status, &known) {
+            (Some(s), _) => s,
+            (None, Some((s, _))) => *s,
+            (None, None) => {
+                return Err(format!(
+                    "http_status is required for {code}, which is not a known code"
+                ));
+            }
+        };
+        if !(a::INJECTED_STATUS_MIN..=a::INJECTED_STATUS_MAX).contains(&status) {
+            return Err(format!(
+                "http_status must be within {}..={}",
+                a::INJECTED_STATUS_MIN,
+                a::INJECTED_STATUS_MAX
+            ));
+        }
+        let message = match (&self.message, known) {
+            (Some(m), _) if m.trim().is_empty() => return Err("message must not be empty".into()),
+            (Some(m), _) => m.clone(),
+            (None, Some((_, m))) => m,
+            (None, None) => a::generic_error_message(code),
+        };
+        Ok(ApiError::Injected {
+            code: code.to_string(),
+            status,
+            message,
+            retry_after_ms: self.retry_after_ms,
+        })
+    }
 }
 
 impl FaultConfig {
@@ -131,16 +200,12 @@ impl FaultConfig {
             if !(0.0..=1.0).contains(&r.rate) {
                 return Err(format!("rules[{i}].rate must be within 0..=1"));
             }
-            match (r.kind, r.code.as_deref()) {
-                (FaultKind::Error, Some(c)) if a::INJECTABLE_CODES.contains(&c) => {}
-                (FaultKind::Error, _) => {
-                    return Err(format!(
-                        "rules[{i}].code must be one of {}",
-                        a::INJECTABLE_CODES.join(", ")
-                    ));
-                }
-                (_, Some(_)) => return Err(format!("rules[{i}].code is only for kind error")),
-                _ => {}
+            if r.kind == FaultKind::Error {
+                r.api_error().map_err(|e| format!("rules[{i}]: {e}"))?;
+            } else if r.code.is_some() || r.http_status.is_some() || r.message.is_some() {
+                return Err(format!(
+                    "rules[{i}]: code, http_status and message are only for kind error"
+                ));
             }
         }
         Ok(())
@@ -220,10 +285,7 @@ impl Faults {
             *w = (now_secs, 0);
         }
         if w.1 >= limit {
-            return Err(ApiError::Injected {
-                code: a::THROTTLING_USER_CODE,
-                retry_after_ms,
-            });
+            return Err(ApiError::known(a::THROTTLING_USER_CODE, retry_after_ms));
         }
         w.1 += 1;
         Ok(())
@@ -247,17 +309,9 @@ impl Faults {
                 *n -= 1;
             }
             return Some(match r.kind {
+                // Rules were validated when set.
                 FaultKind::Error => {
-                    let code = r.code.as_deref().unwrap_or("InternalError");
-                    let code = a::INJECTABLE_CODES
-                        .iter()
-                        .copied()
-                        .find(|c| *c == code)
-                        .unwrap_or("InternalError");
-                    Fault::Error(ApiError::Injected {
-                        code,
-                        retry_after_ms: r.retry_after_ms,
-                    })
+                    Fault::Error(r.api_error().unwrap_or_else(|_| ApiError::internal()))
                 }
                 FaultKind::Reset => Fault::Reset,
                 FaultKind::Stall => {
@@ -297,6 +351,7 @@ mod tests {
         let f = Faults::default();
         f.add_rule(FaultRule::reset().with_rate(0.0)).unwrap();
         assert!((0..100).all(|_| f.pick("GetChatConfiguration", false).is_none()));
+        // An unknown code needs a status (A21).
         assert!(f.add_rule(FaultRule::error("NoSuchCode")).is_err());
         assert!(f.add_rule(FaultRule::reset().with_rate(1.5)).is_err());
         let parsed: FaultConfig =
@@ -315,5 +370,96 @@ mod tests {
         assert_eq!(f.admit("a", 10).unwrap_err().code(), "Throttling.User");
         assert!(f.admit("b", 10).is_ok());
         assert!(f.admit("a", 11).is_ok());
+    }
+
+    fn answer(rule: FaultRule) -> (String, u16, String) {
+        let e = rule.api_error().unwrap();
+        (e.code(), e.status(), e.to_string())
+    }
+
+    /// A21: any code can be injected; known codes bring their status and message.
+    #[test]
+    fn any_code_with_its_status() {
+        for (code, status) in [
+            ("Forbidden.RAM", 403),
+            ("NoPermission", 403),
+            ("InvalidParameter", 400),
+            ("InvalidAccessKeyId.NotFound", 404),
+            ("SignatureDoesNotMatch", 400),
+            ("EntityNotExists.ChatConfiguration", 404),
+            ("EntityAlreadyExists.ChatConfiguration", 409),
+            ("Throttling.User", 400),
+            ("Throttling", 400),
+            ("ServiceUnavailable", 503),
+            ("InternalError", 500),
+            ("MissingName", 400),
+        ] {
+            let (c, s, m) = answer(FaultRule::error(code));
+            assert_eq!((c.as_str(), s), (code, status));
+            assert!(!m.is_empty() && !m.contains(code), "{code}: {m}");
+        }
+        assert_eq!(
+            answer(FaultRule::error("Forbidden.RAM")).2,
+            "User not authorized to operate on the specified resource, or this API doesn't support RAM."
+        );
+        assert_eq!(
+            answer(FaultRule::error("MissingType")).2,
+            "Type is mandatory for this action."
+        );
+        // Overrides, and an unknown code with a status and the generic message.
+        let (c, s, m) = answer(
+            FaultRule::error("ServiceUnavailable")
+                .with_status(502)
+                .with_message("Bad gateway."),
+        );
+        assert_eq!(
+            (c.as_str(), s, m.as_str()),
+            ("ServiceUnavailable", 502, "Bad gateway.")
+        );
+        let (c, s, m) =
+            answer(FaultRule::error("QuotaExceeded.ChatConfiguration").with_status(429));
+        assert_eq!((c.as_str(), s), ("QuotaExceeded.ChatConfiguration", 429));
+        assert_eq!(
+            m,
+            "The request processing has failed with error QuotaExceeded.ChatConfiguration."
+        );
+    }
+
+    #[test]
+    fn error_rule_validation() {
+        let f = Faults::default();
+        for bad in [
+            FaultRule::error("Unknown.Code"),
+            FaultRule::error("Unknown.Code").with_status(200),
+            FaultRule::error("InternalError").with_status(600),
+            FaultRule::error("InternalError").with_status(399),
+            FaultRule::error("Bad Code").with_status(400),
+            FaultRule::error("").with_status(400),
+            FaultRule::error(&"X".repeat(65)).with_status(400),
+            FaultRule::error("InternalError").with_message(" "),
+            FaultRule::reset().with_status(500),
+            FaultRule::stall(1).with_message("x"),
+        ] {
+            assert!(f.add_rule(bad.clone()).is_err(), "{bad:?}");
+        }
+        let mut no_code = FaultRule::error("x");
+        no_code.code = None;
+        assert!(f.add_rule(no_code).is_err());
+        assert!(f.get().rules.is_empty());
+        let parsed: FaultConfig = serde_json::from_str(
+            r#"{"rules":[{"kind":"error","code":"Forbidden.RAM"},
+                {"kind":"error","code":"Custom","http_status":418,"message":"Teapot."}]}"#,
+        )
+        .unwrap();
+        f.set(parsed.clone()).unwrap();
+        assert_eq!(f.get(), parsed);
+        // Only the fields that were given are shown back.
+        let shown = serde_json::to_value(f.get()).unwrap();
+        assert!(shown["rules"][0].get("http_status").is_none());
+        assert_eq!(shown["rules"][1]["http_status"], 418);
+        let Some(Fault::Error(e)) = f.pick("GetChatConfiguration", false) else {
+            panic!("rule fires");
+        };
+        assert_eq!((e.code().as_str(), e.status()), ("Forbidden.RAM", 403));
     }
 }

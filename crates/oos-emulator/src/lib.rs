@@ -9,12 +9,14 @@ pub mod assumptions;
 pub mod codec;
 pub mod error;
 pub mod faults;
+mod redact;
 mod server;
 pub mod sigv3;
 mod store;
 mod sts;
 pub mod testsign;
 
+pub use admin::StoredConfiguration;
 pub use faults::{Fault, FaultConfig, FaultKind, FaultRule, Faults};
 pub use server::LoggedRequest;
 
@@ -183,6 +185,8 @@ pub(crate) struct Shared {
     pub store: store::Store,
     pub nonces: std::sync::Mutex<server::Nonces>,
     pub calls: std::sync::Mutex<BTreeMap<String, u64>>,
+    /// action → answer (`OK`, an error code, `reset`, `stall`) → count (A19).
+    pub answers: std::sync::Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
     pub log: std::sync::Mutex<server::RequestLog>,
     pub faults: Faults,
     pub default_region: String,
@@ -195,6 +199,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub fn reset_counters(&self) {
         self.calls.lock().expect("calls lock").clear();
+        self.answers.lock().expect("answers lock").clear();
         self.log.lock().expect("log lock").clear();
     }
 }
@@ -245,6 +250,7 @@ pub async fn start(config: EmulatorConfig) -> anyhow::Result<RunningEmulator> {
         store,
         nonces: Default::default(),
         calls: Default::default(),
+        answers: Default::default(),
         log: Default::default(),
         faults,
         default_region: config.default_region.clone(),
@@ -293,6 +299,17 @@ impl RunningEmulator {
     /// Requests received per action (A19), as served at `GET /calls`.
     pub fn calls(&self) -> BTreeMap<String, u64> {
         self.shared.calls.lock().expect("calls lock").clone()
+    }
+
+    /// Requests per action and answer (`OK`, an error code, `reset`, `stall`), as served at
+    /// `GET /calls?by=code` (A19).
+    pub fn calls_by_answer(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
+        self.shared.answers.lock().expect("answers lock").clone()
+    }
+
+    /// Every stored configuration, secrets masked (A22), as served at `GET /state`.
+    pub fn state(&self) -> Vec<StoredConfiguration> {
+        admin::state_view(&self.shared, None, None)
     }
 
     /// The request log (secrets redacted), oldest first.

@@ -6,6 +6,7 @@ use super::assumptions as a;
 use super::codec::{parse_form, request_id};
 use super::error::{ApiError, invalid};
 use super::faults::Fault;
+use super::redact::redact_params;
 use super::sigv3;
 use super::{Shared, sts};
 use axum::Router;
@@ -215,50 +216,6 @@ impl RequestLog {
     }
 }
 
-/// Replace secret-looking parameter values (Configuration secrets, OIDC tokens) for the log.
-pub(crate) fn redact_params(params: &Params) -> BTreeMap<String, String> {
-    params
-        .iter()
-        .map(|(k, v)| {
-            let v = match k.as_str() {
-                "Configuration" => redact_configuration(v),
-                "OIDCToken" => a::MASK.to_string(),
-                _ => v.clone(),
-            };
-            (k.clone(), v)
-        })
-        .collect()
-}
-
-fn redact_configuration(v: &str) -> String {
-    fn walk(v: &mut serde_json::Value) {
-        match v {
-            serde_json::Value::Object(m) => {
-                for (k, item) in m.iter_mut() {
-                    let l = k.to_ascii_lowercase();
-                    if ["secret", "token", "password", "key"]
-                        .iter()
-                        .any(|s| l.contains(s))
-                    {
-                        *item = serde_json::Value::String(a::MASK.into());
-                    } else {
-                        walk(item);
-                    }
-                }
-            }
-            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
-            _ => {}
-        }
-    }
-    match serde_json::from_str::<serde_json::Value>(v) {
-        Ok(mut j @ serde_json::Value::Object(_)) => {
-            walk(&mut j);
-            j.to_string()
-        }
-        _ => a::MASK.to_string(),
-    }
-}
-
 /// What handling produced, before it becomes a response.
 struct Outcome {
     action: Option<String>,
@@ -268,6 +225,8 @@ struct Outcome {
     result: Result<serde_json::Map<String, serde_json::Value>, ApiError>,
     reset: bool,
     fault: Option<String>,
+    /// Already counted in `GET /calls?by=code` (as `stall`).
+    answer_counted: bool,
     product: &'static str,
 }
 
@@ -281,6 +240,7 @@ impl Outcome {
             result: Ok(Default::default()),
             reset: false,
             fault: None,
+            answer_counted: false,
             product: "Oos",
         }
     }
@@ -294,6 +254,26 @@ impl Outcome {
 async fn api(
     State(sh): State<Arc<Shared>>,
     ConnectInfo(conn): ConnectInfo<Conn>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    // The request runs to its end in its own task even when the client goes away (as on a real
+    // server: a stalled Update still commits, and is logged and counted); the connection only
+    // waits for the answer.
+    let host = header_str(&headers, header::HOST.as_str())
+        .unwrap_or("oos.aliyuncs.com")
+        .to_string();
+    match tokio::spawn(serve_one(sh, conn, method, uri, headers, body)).await {
+        Ok(r) => r,
+        Err(_) => error_response(&ApiError::internal(), &request_id(), &host, "Oos"),
+    }
+}
+
+async fn serve_one(
+    sh: Arc<Shared>,
+    conn: Conn,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -313,6 +293,16 @@ async fn api(
         Ok(_) => (200, None),
         Err(e) => (e.status(), Some(e.code())),
     };
+    if let Some(action) = &out.action
+        && !out.answer_counted
+    {
+        let answer = match (&code, out.reset) {
+            (_, true) => ANSWER_RESET,
+            (Some(c), false) => c.as_str(),
+            (None, false) => ANSWER_OK,
+        };
+        count_answer(&sh, action, answer);
+    }
     let entry = LoggedRequest {
         seq: 0,
         time: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -388,6 +378,21 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Answer keys of `GET /calls?by=code` besides error codes (A19).
+pub(crate) const ANSWER_OK: &str = "OK";
+pub(crate) const ANSWER_RESET: &str = "reset";
+pub(crate) const ANSWER_STALL: &str = "stall";
+
+fn count_answer(sh: &Shared, action: &str, answer: &str) {
+    *sh.answers
+        .lock()
+        .expect("answers lock")
+        .entry(action.to_string())
+        .or_default()
+        .entry(answer.to_string())
+        .or_insert(0) += 1;
+}
+
 fn count(sh: &Shared, action: &str) {
     *sh.calls
         .lock()
@@ -430,22 +435,30 @@ async fn stall(sh: &Shared, d: Duration) {
     }
 }
 
-/// Apply a fault that fired; `Some` means the request ends here.
-async fn apply_fault(sh: &Shared, f: Option<Fault>, out: &mut Outcome) -> bool {
+/// Apply a fault that fired; `true` means the request ends here. `after_commit` only labels the
+/// log entry (`reset after_commit`).
+async fn apply_fault(sh: &Shared, f: Option<Fault>, after_commit: bool, out: &mut Outcome) -> bool {
+    let phase = if after_commit { " after_commit" } else { "" };
     match f {
         None => false,
         Some(Fault::Stall(d)) => {
-            out.fault = Some(format!("stall {}ms", d.as_millis()));
+            out.fault = Some(format!("stall {}ms{phase}", d.as_millis()));
+            // A stalled request counts as `stall` now, whatever it answers later: its client may
+            // well have given up by then.
+            if let Some(action) = &out.action {
+                count_answer(sh, action, ANSWER_STALL);
+                out.answer_counted = true;
+            }
             stall(sh, d).await;
             false
         }
         Some(Fault::Reset) => {
-            out.fault = Some("reset".into());
+            out.fault = Some(format!("reset{phase}"));
             out.reset = true;
             true
         }
         Some(Fault::Error(e)) => {
-            out.fault = Some(format!("error {}", e.code()));
+            out.fault = Some(format!("error {}{phase}", e.code()));
             out.result = Err(e);
             true
         }
@@ -517,12 +530,12 @@ async fn handle(
             return out.fail(e);
         }
         out.params = params;
-        if apply_fault(sh, sh.faults.pick(sts::ACTION, false), &mut out).await {
+        if apply_fault(sh, sh.faults.pick(sts::ACTION, false), false, &mut out).await {
             return out;
         }
         out.result = sts::assume_role_with_oidc(sh, &out.params, Utc::now());
         if out.result.is_ok() {
-            apply_fault(sh, sh.faults.pick(sts::ACTION, true), &mut out).await;
+            apply_fault(sh, sh.faults.pick(sts::ACTION, true), true, &mut out).await;
         }
         return out;
     }
@@ -619,7 +632,7 @@ async fn handle(
         out.fault = Some("qps_limit".into());
         return out.fail(e);
     }
-    if apply_fault(sh, sh.faults.pick(action.name(), false), &mut out).await {
+    if apply_fault(sh, sh.faults.pick(action.name(), false), false, &mut out).await {
         return out;
     }
     let mut params = Params::new();
@@ -642,15 +655,12 @@ async fn handle(
         let (sh2, params) = (sh.clone(), out.params.clone());
         tokio::task::spawn_blocking(move || run(&sh2, &params))
             .await
-            .unwrap_or(Err(ApiError::Injected {
-                code: "InternalError",
-                retry_after_ms: None,
-            }))
+            .unwrap_or_else(|_| Err(ApiError::internal()))
     } else {
         run(sh, &out.params)
     };
     if out.result.is_ok() {
-        apply_fault(sh, sh.faults.pick(action.name(), true), &mut out).await;
+        apply_fault(sh, sh.faults.pick(action.name(), true), true, &mut out).await;
     }
     out
 }
@@ -667,23 +677,5 @@ mod tests {
         assert!(n.record("other", "a", 1000));
         // Forgotten once older than the memory.
         assert!(n.record("k", "a", 1001 + a::NONCE_MEMORY_SECS));
-    }
-
-    #[test]
-    fn redaction_hides_configuration_secrets_and_tokens() {
-        let mut p = Params::new();
-        p.insert(
-            "Configuration".into(),
-            r#"{"DingTalkClientId":"id","DingTalkClientSecret":"s3cr3t-1","Inner":{"AesKey":"k-2"}}"#.into(),
-        );
-        p.insert("OIDCToken".into(), "tok-3".into());
-        p.insert("Name".into(), "n".into());
-        let r = redact_params(&p);
-        let text = format!("{r:?}");
-        for s in ["s3cr3t-1", "k-2", "tok-3"] {
-            assert!(!text.contains(s), "{s} leaked: {text}");
-        }
-        assert!(text.contains("DingTalkClientId"));
-        assert_eq!(redact_configuration("not json s3cr3t"), a::MASK);
     }
 }

@@ -126,6 +126,19 @@ impl Store {
         })
     }
 
+    /// Every record with its (owner, region), in (owner, region, name) order.
+    pub fn snapshot(&self) -> Vec<(String, String, Record)> {
+        self.read(|t| {
+            t.iter()
+                .flat_map(|((owner, region), names)| {
+                    names
+                        .values()
+                        .map(move |r| (owner.clone(), region.clone(), r.clone()))
+                })
+                .collect()
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.read(|t| t.values().map(BTreeMap::len).sum())
     }

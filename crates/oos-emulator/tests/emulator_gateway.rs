@@ -431,6 +431,84 @@ async fn fault_error_codes_rate_and_retry_after() {
     e.shutdown().await;
 }
 
+/// A21: a rule may answer any Alibaba error code, terminal ones included, in the real error shape.
+#[tokio::test]
+async fn fault_any_error_code_with_its_status() {
+    let e = emu().await;
+    let cases: &[(&str, Option<u16>, u16)] = &[
+        ("Forbidden.RAM", None, 403),
+        ("InvalidParameter", None, 400),
+        ("InvalidAccessKeyId.NotFound", None, 404),
+        ("SignatureDoesNotMatch", None, 400),
+        ("EntityNotExists.ChatConfiguration", None, 404),
+        ("Throttling.User", None, 400),
+        ("ServiceUnavailable", None, 503),
+        ("InternalError", None, 500),
+        ("QuotaExceeded.ChatConfiguration", Some(429), 429),
+        ("Forbidden.RAM", Some(401), 401),
+    ];
+    for (c, status, _) in cases {
+        let mut rule = FaultRule::error(c)
+            .for_action("UpdateChatConfiguration")
+            .times(1);
+        rule.http_status = *status;
+        e.faults().add_rule(rule).unwrap();
+    }
+    assert_eq!(send(&e, &create_req("t")).await.0, 200);
+    let update = || {
+        TestRequest::new(
+            "UpdateChatConfiguration",
+            &[("Name", "t"), ("RamRole", "Changed")],
+        )
+    };
+    for (c, _, want) in cases {
+        let (s, h, b) = send_as(&e, &update(), ID, SECRET).await;
+        assert_eq!((s, code(&b)), (*want, *c), "{b}");
+        let keys: Vec<&str> = b.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["Code", "HostId", "Message", "Recommend", "RequestId"]
+        );
+        let rid = b["RequestId"].as_str().unwrap();
+        assert_eq!(h["x-acs-request-id"], rid);
+        assert_eq!(
+            b["Recommend"],
+            format!("https://api.aliyun.com/troubleshoot?q={c}&product=Oos&requestId={rid}")
+        );
+        assert!(h.get("x-acs-retry-after").is_none());
+    }
+    assert!(
+        send(&e, &get_req("t")).await.1["ChatConfiguration"]
+            .get("RamRole")
+            .is_none(),
+        "no injected Update reached the store"
+    );
+    // Messages: the known text, a generic one for unknown codes, or the rule's own.
+    let (_, b) = send(&e, &update()).await;
+    assert!(b.get("Code").is_none(), "rules used up: {b}");
+    e.faults()
+        .set(FaultConfig {
+            rules: vec![
+                FaultRule::error("Forbidden.RAM").times(1),
+                FaultRule::error("Custom.Code").with_status(418).times(1),
+                FaultRule::error("InternalError")
+                    .with_message("Disk on fire.")
+                    .times(1),
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+    let messages = [
+        "User not authorized to operate on the specified resource, or this API doesn't support RAM.",
+        "The request processing has failed with error Custom.Code.",
+        "Disk on fire.",
+    ];
+    for want in messages {
+        assert_eq!(send(&e, &get_req("t")).await.1["Message"], want);
+    }
+    e.shutdown().await;
+}
+
 #[tokio::test]
 async fn fault_qps_limit_per_account() {
     let e = emu().await;
@@ -483,13 +561,29 @@ async fn admin_api_over_http() {
         "{log}"
     );
     assert!(log.contains("a b+c"));
-    let bad = c
+    // A21: an unknown code needs http_status; a status outside 400-599 is refused.
+    for body in [
+        r#"{"rules":[{"kind":"error","code":"Nope"}]}"#,
+        r#"{"rules":[{"kind":"error","code":"Nope","http_status":302}]}"#,
+        r#"{"rules":[{"kind":"reset","code":"InternalError"}]}"#,
+    ] {
+        let bad = c
+            .post(format!("{admin}/faults"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 400, "{body}");
+    }
+    let ok = c
         .post(format!("{admin}/faults"))
-        .body(r#"{"rules":[{"kind":"error","code":"Nope"}]}"#)
+        .body(r#"{"rules":[{"kind":"error","code":"Nope","http_status":451,"message":"No.","remaining":1},{"kind":"error","code":"Forbidden.RAM"}]}"#)
         .send()
         .await
         .unwrap();
-    assert_eq!(bad.status(), 400);
+    assert_eq!(ok.status(), 200);
+    assert_eq!(send(&e, &get_req("adm")).await.0, 451);
+    assert_eq!(code(&send(&e, &get_req("adm")).await.1), "Forbidden.RAM");
     let ok = c
         .post(format!("{admin}/faults"))
         .body(r#"{"latency_ms":1,"qps_limit":50}"#)
@@ -515,6 +609,229 @@ async fn admin_api_over_http() {
         .unwrap();
     assert!(e.calls().is_empty());
     assert_eq!(e.configuration_count(), 0);
+    e.shutdown().await;
+}
+
+/// `GET /state` (the exact remote set, masked by A22) and `GET /calls?by=code` (A19).
+#[tokio::test]
+async fn admin_state_and_calls_by_code() {
+    let e = emu_with(EmulatorConfig {
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Default::default()
+    })
+    .await;
+    e.add_access_key(AccessKey::new("other", "other-secret").with_owner("42"));
+    let admin = e.admin_url().unwrap();
+    let get_json = |path: &str| {
+        let url = format!("{admin}{path}");
+        async move {
+            let r = client().get(url).send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    assert_eq!(
+        get_json("/state").await,
+        (200, serde_json::json!({"configurations": []}))
+    );
+    let wechat = TestRequest::new(
+        "CreateChatConfiguration",
+        &[
+            ("RegionId", "cn-beijing"),
+            ("Name", "wx"),
+            ("Type", "WeChat"),
+            ("RamRole", "OOSServiceRole"),
+            ("ResourceGroupId", "rg-1"),
+            (
+                "Configuration",
+                r#"{"CorpId":"corp","CorpSecret":"wx-secret","Bots":[{"Token":"wx-token","Id":7}]}"#,
+            ),
+        ],
+    );
+    assert_eq!(send(&e, &wechat).await.0, 200);
+    assert_eq!(send(&e, &create_req("gw")).await.0, 200);
+    let (s, _, _) = send_as(&e, &create_req("theirs"), "other", "other-secret").await;
+    assert_eq!(s, 200);
+    let (s, state) = get_json("/state").await;
+    assert_eq!(s, 200);
+    let list = state["configurations"].as_array().unwrap();
+    let keys: Vec<(&str, &str, &str)> = list
+        .iter()
+        .map(|c| {
+            (
+                c["owner"].as_str().unwrap(),
+                c["region"].as_str().unwrap(),
+                c["name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("1234567890123456", "cn-beijing", "wx"),
+            ("1234567890123456", "cn-hangzhou", "gw"),
+            ("42", "cn-hangzhou", "theirs"),
+        ]
+    );
+    let wx = &list[0];
+    let got = send(
+        &e,
+        &TestRequest::new(
+            "GetChatConfiguration",
+            &[("RegionId", "cn-beijing"), ("Name", "wx")],
+        ),
+    )
+    .await
+    .1;
+    let g = &got["ChatConfiguration"];
+    let url = serde_json::from_str::<Value>(g["Outputs"].as_str().unwrap()).unwrap()["URL"].clone();
+    assert_eq!(
+        *wx,
+        serde_json::json!({
+            "owner": "1234567890123456", "region": "cn-beijing", "name": "wx", "type": "WeChat",
+            "ramRole": "OOSServiceRole", "resourceGroupId": "rg-1",
+            "createdDate": g["CreatedDate"], "updatedDate": g["UpdatedDate"],
+            "configuration": {"CorpId": "corp", "CorpSecret": "******",
+                              "Bots": [{"Token": "******", "Id": 7}]},
+            "outputs": {"URL": url, "AesKey": "******"},
+        })
+    );
+    assert!(list[1]["ramRole"].is_null() && list[1]["resourceGroupId"].is_null());
+    assert!(list[1]["outputs"].get("AesKey").is_none());
+    let text = state.to_string();
+    assert!(
+        !text.contains("wx-secret") && !text.contains("gw-conf-secret"),
+        "{text}"
+    );
+    // The in-process view is the same.
+    assert_eq!(
+        serde_json::to_value(e.state()).unwrap(),
+        state["configurations"]
+    );
+    // Filters.
+    let (_, only) = get_json("/state?owner=42").await;
+    assert_eq!(only["configurations"].as_array().unwrap().len(), 1);
+    let (_, only) = get_json("/state?owner=1234567890123456&region=cn-hangzhou").await;
+    assert_eq!(only["configurations"][0]["name"], "gw");
+    assert_eq!(get_json("/state?bogus=1").await.0, 400);
+
+    // Answers by code: OK, injected codes, reset; requests that fail authentication count too.
+    e.reset();
+    e.faults()
+        .add_rule(
+            FaultRule::error("Forbidden.RAM")
+                .for_action("GetChatConfiguration")
+                .times(1),
+        )
+        .unwrap();
+    e.faults()
+        .add_rule(
+            FaultRule::reset()
+                .for_action("GetChatConfiguration")
+                .times(1),
+        )
+        .unwrap();
+    send(&e, &get_req("gw")).await;
+    assert!(
+        get_req("gw")
+            .build(&client(), &e.endpoint(), ID, SECRET)
+            .send()
+            .await
+            .is_err()
+    );
+    send(&e, &get_req("gw")).await;
+    send(&e, &get_req("nope")).await;
+    send_as(&e, &get_req("gw"), ID, "wrong").await;
+    let (s, by_code) = get_json("/calls?by=code").await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        by_code,
+        serde_json::json!({"GetChatConfiguration": {
+            "Forbidden.RAM": 1, "reset": 1, "OK": 1,
+            "EntityNotExists.ChatConfiguration": 1, "SignatureDoesNotMatch": 1}})
+    );
+    assert_eq!(e.calls_by_answer()["GetChatConfiguration"]["OK"], 1);
+    assert_eq!(
+        get_json("/calls").await.1,
+        serde_json::json!({"GetChatConfiguration": 5})
+    );
+    assert_eq!(
+        get_json("/calls?by=action").await.1,
+        get_json("/calls").await.1
+    );
+    assert_eq!(get_json("/calls?by=nonsense").await.0, 400);
+    e.reset();
+    assert_eq!(get_json("/calls?by=code").await.1, serde_json::json!({}));
+    e.shutdown().await;
+}
+
+/// A22: the request log masks by the project's one rule, at every depth, whatever the value type.
+#[tokio::test]
+async fn request_log_masks_by_the_one_rule() {
+    let e = emu_with(EmulatorConfig {
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Default::default()
+    })
+    .await;
+    let conf = r#"{"DingTalkClientId":"visible-id","ApiKey":"visible-apikey",
+        "Robots":[{"Name":"r1","Token":"deep-tok-1","Opts":{"Password":987654}}],
+        "Private":{"rsaPrivateKey":"pk-2","EncodingAESKey":"aes-3","db_passwd":["pw-4"]},
+        "Credentials":{"id":"cred-5"},"ClientSecret":"sec-6"}"#;
+    let r = TestRequest::new(
+        "CreateChatConfiguration",
+        &[
+            ("Name", "masked"),
+            ("Type", "WeChat"),
+            ("Configuration", conf),
+        ],
+    );
+    assert_eq!(send(&e, &r).await.0, 200);
+    let list = TestRequest::new(
+        "ListChatConfigurations",
+        &[("MaxResults", "1"), ("NextToken", "+/+/djE6YQ==")],
+    );
+    send(&e, &list).await;
+    let sts = format!(
+        "{}/?Action=AssumeRoleWithOIDC&RoleArn=acs:ram::1:role/r&OIDCProviderArn=acs:ram::1:oidc-provider/p&OIDCToken=oidc-tok-7&RoleSessionName=s1",
+        e.endpoint()
+    );
+    assert_eq!(client().post(sts).send().await.unwrap().status(), 200);
+    let log: Value = client()
+        .get(format!("{}/requests", e.admin_url().unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let text = log.to_string();
+    for secret in [
+        "deep-tok-1",
+        "987654",
+        "pk-2",
+        "aes-3",
+        "pw-4",
+        "cred-5",
+        "sec-6",
+        "oidc-tok-7",
+        "djE6YQ",
+    ] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    let logged: Value =
+        serde_json::from_str(log[0]["params"]["Configuration"].as_str().unwrap()).unwrap();
+    assert_eq!(logged["DingTalkClientId"], "visible-id");
+    assert_eq!(logged["ApiKey"], "visible-apikey");
+    assert_eq!(logged["Robots"][0]["Name"], "r1");
+    assert_eq!(logged["Robots"][0]["Opts"]["Password"], "******");
+    assert_eq!(logged["Private"]["db_passwd"], "******");
+    assert_eq!(logged["Credentials"], "******");
+    assert_eq!(log[1]["params"]["MaxResults"], "1");
+    assert_eq!(log[1]["params"]["NextToken"], "******");
+    assert_eq!(log[2]["params"]["OIDCToken"], "******");
+    assert_eq!(log[2]["params"]["RoleSessionName"], "s1");
     e.shutdown().await;
 }
 
