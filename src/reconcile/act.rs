@@ -193,7 +193,7 @@ async fn sync(
         observed.detail.as_ref(),
     );
     if observed.detail.is_some() {
-        status.drift = out_of_band(&decision.drift, &recorded, &observed);
+        status.drift = out_of_band(&decision.drift, &inputs.desired, &recorded, &observed);
     }
     if obj.annotation_is_true(annotations::DRY_RUN) {
         return Ok(dry_run(&decision.plan));
@@ -216,7 +216,7 @@ async fn sync(
                             observed.view().as_ref(),
                             observed.detail.as_ref(),
                         );
-                        status.drift = out_of_band(&decision.drift, &recorded, &observed);
+                        status.drift = out_of_band(&decision.drift, &inputs.desired, &recorded, &observed);
                         continue;
                     }
                 }
@@ -250,15 +250,21 @@ async fn sync(
     }
 }
 
-/// The fields someone else changed: the plan's drift, unless the remote is exactly as this
-/// object last left it (then the difference is this object's own new desired state).
-fn out_of_band(drift: &[String], recorded: &Recorded, observed: &Observation) -> Vec<String> {
+/// The fields someone else changed: the plan's drift, unless the difference can be this
+/// object's own new desired state (its spec changed and the remote is as it was last left).
+fn out_of_band(
+    drift: &[String],
+    desired: &plan::Desired,
+    recorded: &Recorded,
+    observed: &Observation,
+) -> Vec<String> {
+    let spec_changed = recorded.spec_hash.as_deref() != Some(&desired.spec_hash);
     let untouched = observed.view().is_some_and(|r| {
         recorded.owns()
             && r.created_date == recorded.created_date
             && r.updated_date == recorded.updated_date
     });
-    if untouched {
+    if spec_changed && untouched {
         Vec::new()
     } else {
         drift.to_vec()
