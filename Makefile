@@ -14,7 +14,7 @@ controlplane:
 # The whole suite: unit + integration tests (real kube-apiserver + etcd, in-process emulator),
 # then the official Python SDK against the emulator. Builds/installs whatever is missing.
 test: controlplane
-	cargo test --workspace
+	cargo test --workspace --no-fail-fast
 	hack/conformance.sh
 
 conformance:
