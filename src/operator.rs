@@ -70,6 +70,18 @@ pub struct RunArgs {
     /// namespace, else the kubeconfig context's.
     #[arg(long, env = "POD_NAMESPACE")]
     pub operator_namespace: Option<String>,
+    /// Leader election on a Lease: only the holder reconciles; others wait as standbys.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "oos-chat-operator")]
+    pub leader_elect_lease_name: String,
+    /// Namespace of the leader-election Lease (default: the operator namespace).
+    #[arg(long)]
+    pub leader_elect_lease_namespace: Option<String>,
+    /// How long a leader's lease lasts without renewal; a standby takes over within it.
+    #[arg(long, default_value = "15s", value_parser = parse_duration_flag)]
+    pub leader_elect_lease_duration: Duration,
     /// Address of the /metrics, /healthz and /readyz endpoints.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -127,7 +139,7 @@ pub fn oos_client(args: &RunArgs, metrics: Arc<Metrics>) -> anyhow::Result<OosCl
     config.timeout = args.oos_timeout;
     config.rate_limiter = TokenBucket::new(args.qps, args.burst);
     config.user_agent_suffix = Some(format!("oos-chat-operator/{}", env!("CARGO_PKG_VERSION")));
-    let _ = metrics; // remote writes are counted by the reconciler, per successful write
+    config.observer = Some(Arc::new(move |call| metrics.observe_call(call)));
     let credentials: Arc<dyn CredentialProvider> = match default_chain() {
         Ok(c) => c,
         Err(e) => {
@@ -235,14 +247,28 @@ pub async fn secret_hash_key(
     anyhow::bail!("Secret {operator_namespace}/{name} keeps appearing and vanishing")
 }
 
-fn metrics_handler(metrics: Arc<Metrics>) -> crate::http::Handler {
+/// `/metrics`; `/healthz` (the process serves); `/readyz` (start-up done: CRD served, key
+/// loaded — standbys are ready too, so a rolling update can proceed while the old leader
+/// still holds the lease).
+fn endpoints(
+    metrics: Arc<Metrics>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+) -> crate::http::Handler {
     Arc::new(move |path| match path {
         "/metrics" => Some((
             hyper::StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             metrics.encode(),
         )),
-        "/healthz" | "/readyz" => Some((hyper::StatusCode::OK, "text/plain", "ok\n".into())),
+        "/healthz" => Some((hyper::StatusCode::OK, "text/plain", "ok\n".into())),
+        "/readyz" if ready.load(std::sync::atomic::Ordering::Acquire) => {
+            Some((hyper::StatusCode::OK, "text/plain", "ok\n".into()))
+        }
+        "/readyz" => Some((
+            hyper::StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "starting\n".into(),
+        )),
         _ => None,
     })
 }
@@ -303,6 +329,79 @@ async fn wait_for_crd(kube: &kube::Client, namespaces: &[String], shutdown: &Shu
     }
 }
 
+/// This process's name in the Lease and in events: the pod's name, else host and pid.
+fn identity() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "localhost".into());
+            format!("{host}-{}", std::process::id())
+        })
+}
+
+/// Waits for the leader lease (false if a shutdown signal came first). The receiver then says
+/// whether this process still holds it.
+async fn acquire_leadership(
+    kube: &kube::Client,
+    args: &RunArgs,
+    operator_namespace: &str,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Option<Leadership>> {
+    let namespace = args
+        .leader_elect_lease_namespace
+        .clone()
+        .unwrap_or_else(|| operator_namespace.to_string());
+    let duration = args.leader_elect_lease_duration.as_secs().max(2);
+    let manager =
+        kube_lease_manager::LeaseManagerBuilder::new(kube.clone(), &args.leader_elect_lease_name)
+            .with_namespace(&namespace)
+            .with_identity(identity())
+            .with_duration(duration)
+            // Renew a third of the way before expiry; also the clock skew tolerated.
+            .with_grace((duration / 3).max(1))
+            .build()
+            .await
+            .with_context(|| {
+                format!(
+                    "leader election: Lease {namespace}/{}",
+                    args.leader_elect_lease_name
+                )
+            })?;
+    let (mut is_leader, task) = manager.watch().await;
+    info!(lease = %format!("{namespace}/{}", args.leader_elect_lease_name), identity = %identity(), "waiting for the leader lease");
+    loop {
+        if *is_leader.borrow_and_update() {
+            info!("acquired the leader lease; reconciling");
+            return Ok(Some(Leadership { is_leader, task }));
+        }
+        tokio::select! {
+            changed = is_leader.changed() => changed.context("leader election stopped")?,
+            _ = shutdown.clone().signalled() => return Ok(None),
+        }
+    }
+}
+
+struct Leadership {
+    is_leader: tokio::sync::watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
+}
+
+impl Leadership {
+    /// Resolves when this process no longer holds the lease.
+    async fn lost(&mut self) {
+        let _ = self.is_leader.wait_for(|leader| !*leader).await;
+    }
+
+    /// Hands the lease over at once instead of letting it expire.
+    async fn release(self) {
+        drop(self.is_leader);
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.task).await;
+    }
+}
+
 /// Runs the controller until SIGINT/SIGTERM.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::install()?;
@@ -315,9 +414,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| kube.default_namespace().to_string());
     let oos = oos_client(&args, metrics.clone())?;
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let metrics_server = tokio::spawn(crate::http::serve(
         args.metrics_addr,
-        metrics_handler(metrics.clone()),
+        endpoints(metrics.clone(), ready.clone()),
     ));
     if !wait_for_crd(&kube, &args.namespaces, &shutdown).await {
         metrics_server.abort();
@@ -325,25 +425,54 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let key = secret_hash_key(&kube, &args, &operator_namespace).await?;
-    let ctx = Context::new(kube, oos, settings(&args, key), metrics);
-    info!(namespaces = ?args.namespaces, "starting ChatConfiguration controller");
-    let controller = reconcile::run(
-        ctx,
-        args.namespaces.clone(),
-        args.concurrency,
-        shutdown.clone().signalled(),
-    );
-    tokio::pin!(controller);
-    tokio::select! {
-        _ = &mut controller => {}
-        _ = shutdown.signalled() => {
-            info!(grace_seconds = SHUTDOWN_GRACE.as_secs(), "shutting down; in-flight reconciles may finish");
-            if tokio::time::timeout(SHUTDOWN_GRACE, &mut controller).await.is_err() {
-                warn!("in-flight reconciles did not finish within the grace period; exiting anyway");
+    ready.store(true, std::sync::atomic::Ordering::Release);
+
+    let mut leadership = None;
+    if args.leader_elect {
+        match acquire_leadership(&kube, &args, &operator_namespace, &shutdown).await? {
+            Some(l) => leadership = Some(l),
+            None => {
+                metrics_server.abort();
+                info!("stopped while standing by");
+                return Ok(());
             }
         }
     }
+    metrics.leader.set(1);
+
+    let ctx = Context::new(kube, oos, settings(&args, key), metrics);
+    info!(namespaces = ?args.namespaces, "starting ChatConfiguration controller");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controller = reconcile::run(ctx, args.namespaces.clone(), args.concurrency, async move {
+        let _ = stop_rx.await;
+    });
+    tokio::pin!(controller);
+    let lost = async {
+        match leadership.as_mut() {
+            Some(l) => l.lost().await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        _ = &mut controller => Ok(()),
+        _ = shutdown.clone().signalled() => Ok(()),
+        _ = lost => Err(anyhow::anyhow!("lost the leader lease; exiting so that this process restarts as a standby")),
+    };
+    let _ = stop_tx.send(());
+    info!(
+        grace_seconds = SHUTDOWN_GRACE.as_secs(),
+        "stopping; in-flight reconciles may finish"
+    );
+    if tokio::time::timeout(SHUTDOWN_GRACE, &mut controller)
+        .await
+        .is_err()
+    {
+        warn!("in-flight reconciles did not finish within the grace period; exiting anyway");
+    }
+    if let Some(l) = leadership {
+        l.release().await;
+    }
     metrics_server.abort();
     info!("controller stopped");
-    Ok(())
+    outcome
 }

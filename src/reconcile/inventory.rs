@@ -31,9 +31,28 @@ struct Slot {
 #[derive(Default, Clone)]
 pub struct Inventory {
     slots: Arc<Mutex<HashMap<InventoryKey, Arc<tokio::sync::Mutex<Slot>>>>>,
+    /// Items per snapshot, readable without waiting for a slot (for the size metric).
+    sizes: Arc<Mutex<HashMap<InventoryKey, usize>>>,
 }
 
 impl Inventory {
+    /// Remote configurations across every snapshot.
+    pub fn len(&self) -> usize {
+        self.sizes.lock().expect("inventory sizes").values().sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn record_size(&self, key: &InventoryKey, slot: &Slot) {
+        let n = slot.snapshot.as_ref().map_or(0, |s| s.items.len());
+        self.sizes
+            .lock()
+            .expect("inventory sizes")
+            .insert(key.clone(), n);
+    }
+
     fn slot(&self, key: &InventoryKey) -> Arc<tokio::sync::Mutex<Slot>> {
         self.slots
             .lock()
@@ -67,6 +86,7 @@ impl Inventory {
                 fetched_at: Instant::now(),
                 items: items.into_iter().map(|i| (i.name.clone(), i)).collect(),
             });
+            self.record_size(key, &slot);
         }
         Ok(slot
             .snapshot
@@ -81,6 +101,7 @@ impl Inventory {
         if let Some(s) = slot.snapshot.as_mut() {
             s.items.insert(item.name.clone(), item);
         }
+        self.record_size(key, &slot);
     }
 
     pub async fn remove(&self, key: &InventoryKey, name: &str) {
@@ -89,5 +110,6 @@ impl Inventory {
         if let Some(s) = slot.snapshot.as_mut() {
             s.items.remove(name);
         }
+        self.record_size(key, &slot);
     }
 }

@@ -175,6 +175,8 @@ impl Context {
         if let Some(uid) = &obj.metadata.uid {
             self.written.lock().expect("written lock").remove(uid);
         }
+        self.metrics
+            .forget(&obj.namespace().unwrap_or_default(), &obj.name_any());
     }
 }
 

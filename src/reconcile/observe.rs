@@ -408,6 +408,7 @@ pub async fn observe_remote(
         .lookup(key, oos, name, max_age, forced)
         .await
         .map_err(error::oos("ListChatConfigurations"))?;
+    ctx.metrics.inventory_size.set(ctx.inventory.len() as i64);
     let Some(summary) = summary else {
         return Ok(Observation::default());
     };

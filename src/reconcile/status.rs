@@ -152,6 +152,11 @@ pub async fn report(
     status.conditions = conditions(&health, obj.metadata.generation, dry_run.as_deref());
     let after = ready_state(&status);
     ctx.write_status(api, obj, status).await?;
+    ctx.metrics.set_ready(
+        &obj.namespace().unwrap_or_default(),
+        &obj.name_any(),
+        matches!(health, Health::Ready { .. }),
+    );
     let object = object_key(obj);
     let code = error.and_then(Error::code).unwrap_or("-");
     let request_id = error.and_then(Error::request_id).unwrap_or("-");

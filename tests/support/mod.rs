@@ -9,6 +9,7 @@
 
 mod controlplane;
 pub mod harness;
+pub mod process;
 
 // Not every test binary names every item.
 #[allow(unused_imports)]
