@@ -7,20 +7,22 @@
 # COPYs form a workspace `cargo metadata --locked --offline` accepts.
 
 # The Rust toolchain the project is developed and tested with (workspace rust-version 1.89).
-FROM rust:1.95.0-bookworm AS build
+FROM rust:1.95.0-bookworm AS workspace
 WORKDIR /src
 # Everything the workspace manifests reference: the root package (src/), the member crates
 # (crates/*, including their tests/ and benches/ targets, which cargo checks for) and the lock.
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY crates ./crates
-# The cache mounts speed up rebuilds; the binary is copied out of them in the same step.
+
+# The cache mounts speed up rebuilds; each binary is copied out of them in the same step.
+FROM workspace AS build
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p oos-chat-operator --bin oos-chat-operator \
     && install -D -m 0755 target/release/oos-chat-operator /out/oos-chat-operator
 
-FROM build AS build-emulator
+FROM workspace AS build-emulator
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p oos-emulator --bin oos-emulator \

@@ -449,7 +449,13 @@ fn server_dry_run_base_and_overlay_are_clean() {
     for dir in [BASE, NAMESPACED] {
         let out = ok(cp
             .kubectl()
-            .args(["apply", "--server-side", "--force-conflicts", "--dry-run=server", "-k"])
+            .args([
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--dry-run=server",
+                "-k",
+            ])
             .arg(Path::new(ROOT).join(dir)));
         let stderr = String::from_utf8_lossy(&out.stderr);
         // Clean: no warning at all (Pod Security `restricted` warns on a weaker pod template).
@@ -619,15 +625,21 @@ async fn lifecycle(h: &Harness) {
     // first prove the capture works with a marker.
     tracing::warn!(target: "oos_chat_operator::deploy_test", "log capture marker");
     let logs = String::from_utf8_lossy(&log_buffer().lock().unwrap()).to_lowercase();
-    assert!(logs.contains("log capture marker"), "operator logs are captured");
+    assert!(
+        logs.contains("log capture marker"),
+        "operator logs are captured"
+    );
     for needle in ["forbidden", "cannot publish event"] {
-        assert!(!logs.contains(needle), "the operator logged {needle:?}:\n{logs}");
+        assert!(
+            !logs.contains(needle),
+            "the operator logged {needle:?}:\n{logs}"
+        );
     }
 }
 
 /// What the operator does in its own namespace besides reconciling: the leader-election Lease
 /// (get/create/update, by name) and the secret-hash-key Secret (get/create).
-async fn operator_namespace_access(sa: &kube::Client) {
+async fn operator_namespace_access(sa: &kube::Client, admin: &kube::Client) {
     let leases: Api<Lease> = Api::namespaced(sa.clone(), OPERATOR_NS);
     let lease: Lease = serde_json::from_value(json!({
         "metadata": {"name": "oos-chat-operator"},
@@ -684,12 +696,29 @@ async fn operator_namespace_access(sa: &kube::Client) {
         ),
         "the operator never deletes Secrets"
     );
+
+    // Leave nothing a real operator would pick up (a foreign lease holder, a key in a format
+    // of this test's choosing).
+    let _ = Api::<Lease>::namespaced(admin.clone(), OPERATOR_NS)
+        .delete("oos-chat-operator", &DeleteParams::default())
+        .await;
+    let _ = Api::<Secret>::namespaced(admin.clone(), OPERATOR_NS)
+        .delete(
+            "oos-chat-operator-secret-hash-key",
+            &DeleteParams::default(),
+        )
+        .await;
 }
+
+/// Tests that change the operator's RBAC for real run one at a time.
+static RBAC_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test]
 async fn operator_rbac_suffices_for_the_lifecycle() {
+    let _serial = RBAC_LOCK.lock().await;
     let cp = control_plane();
     let sa = cp.client_as(SA).await;
+    let admin = cp.client().await;
 
     // Namespaced overlay: Roles in the operator namespace, which is also the watched one.
     apply_for_real(NAMESPACED);
@@ -716,7 +745,7 @@ async fn operator_rbac_suffices_for_the_lifecycle() {
         ),
         "namespaced install: no Secrets elsewhere"
     );
-    operator_namespace_access(&sa).await;
+    operator_namespace_access(&sa, &admin).await;
     let h = Harness::start_with_client(
         "rbac-namespaced",
         Duration::from_secs(2),
@@ -755,7 +784,7 @@ async fn operator_rbac_suffices_for_the_lifecycle() {
             .is_ok()
     })
     .await;
-    operator_namespace_access(&sa).await;
+    operator_namespace_access(&sa, &admin).await;
     let h = Harness::start_with_client(
         "rbac-cluster",
         Duration::from_secs(2),
@@ -774,4 +803,218 @@ async fn operator_rbac_suffices_for_the_lifecycle() {
     ));
     lifecycle(&h).await;
     h.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The operator binary with the Deployment's own arguments
+
+/// Kills the operator process when the test ends, also on panic.
+struct Operator(std::process::Child);
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real `oos-chat-operator` binary, started with exactly the base Deployment's arguments
+/// and environment (metrics moved to a free loopback port, the emulator as OOS endpoint),
+/// authenticated with a real ServiceAccount token (TokenRequest) under the base RBAC: it
+/// serves /healthz and /readyz, holds the Lease, creates the secret-hash-key Secret and runs
+/// a lifecycle without a single denied call.
+#[tokio::test]
+#[ignore = "needs the operator's leader election (--leader-elect*, Lease held by POD_NAME) and \
+            secret-hash-key Secret (POD_NAMESPACE, --secret-hash-key-secret)"]
+async fn deployment_args_run_the_operator_as_its_service_account() {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use oos_emulator::{AccessKey, EmulatorConfig};
+
+    let _serial = RBAC_LOCK.lock().await;
+    let cp = control_plane();
+    let admin = cp.client().await;
+    apply_for_real(BASE);
+    let sa_client = cp.client_as(SA).await;
+    wait_rbac("cluster role", async || {
+        Api::<ChatConfiguration>::all(sa_client.clone())
+            .list(&ListParams::default())
+            .await
+            .is_ok()
+    })
+    .await;
+    let _ = Api::<Lease>::namespaced(admin.clone(), OPERATOR_NS)
+        .delete("oos-chat-operator", &DeleteParams::default())
+        .await;
+
+    // A kubeconfig with a real token of the ServiceAccount, verifying the server's CA.
+    let request: TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}}))
+            .unwrap();
+    let token = Api::<ServiceAccount>::namespaced(admin.clone(), OPERATOR_NS)
+        .create_token_request("oos-chat-operator", &PostParams::default(), &request)
+        .await
+        .expect("TokenRequest")
+        .status
+        .and_then(|s| s.token)
+        .expect("a token");
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let ca = std::fs::read(cp.ca_cert_path()).unwrap();
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    \
+             certificate-authority-data: {}\nusers:\n- name: sa\n  user:\n    token: {token}\n\
+             contexts:\n- name: sa\n  context: {{cluster: c, user: sa}}\ncurrent-context: sa\n",
+            cp.server(),
+            support::base64(&ca)
+        ),
+    )
+    .unwrap();
+
+    let emulator = oos_emulator::start(EmulatorConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        access_keys: vec![AccessKey {
+            id: AK_ID.into(),
+            secret: AK_SECRET.into(),
+            security_token: None,
+            owner: "1234567890".into(),
+        }],
+        ..Default::default()
+    })
+    .await
+    .expect("emulator starts");
+
+    let docs = render(BASE);
+    let container = &find(&docs, "Deployment", "oos-chat-operator")["spec"]["template"]["spec"]["containers"]
+        [0];
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut args: Vec<String> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .map(|a| {
+            if a.starts_with("--metrics-addr=") {
+                format!("--metrics-addr={metrics}")
+            } else {
+                a
+            }
+        })
+        .collect();
+    args.push(format!("--oos-endpoint={}", emulator.endpoint()));
+    let pod_name = "oos-chat-operator-7d9f-test";
+    let stderr = dir.path().join("operator.log");
+    let _operator = Operator(
+        Command::new(env!("CARGO_BIN_EXE_oos-chat-operator"))
+            .args(&args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("KUBECONFIG", &kubeconfig)
+            .env("POD_NAME", pod_name)
+            .env("POD_NAMESPACE", OPERATOR_NS)
+            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", AK_ID)
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", AK_SECRET)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("start the operator"),
+    );
+
+    // The kubelet's probes.
+    let http = reqwest::Client::new();
+    wait_for(WAIT, || async {
+        for path in ["/healthz", "/readyz"] {
+            let r = http.get(format!("http://{metrics}{path}")).send().await?;
+            anyhow::ensure!(r.status().is_success(), "{path}: {}", r.status());
+        }
+        Ok(())
+    })
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "probes: {e:#}\n{}",
+            std::fs::read_to_string(&stderr).unwrap_or_default()
+        )
+    });
+
+    // Leader election and the key Secret, in the operator namespace.
+    wait_for(WAIT, || async {
+        let lease = Api::<Lease>::namespaced(admin.clone(), OPERATOR_NS)
+            .get("oos-chat-operator")
+            .await?;
+        let holder = lease.spec.and_then(|s| s.holder_identity);
+        anyhow::ensure!(holder.as_deref() == Some(pod_name), "holder {holder:?}");
+        Api::<Secret>::namespaced(admin.clone(), OPERATOR_NS)
+            .get("oos-chat-operator-secret-hash-key")
+            .await?;
+        Ok(())
+    })
+    .await
+    .expect("lease held and key Secret created");
+
+    // A lifecycle in a namespace of its own.
+    let ns = cp.fresh_namespace("operator-binary").await;
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "dingtalk"}, "stringData": {"clientSecret": CLIENT_SECRET_1}
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let objects: Api<ChatConfiguration> = Api::namespaced(admin.clone(), &ns);
+    let mut obj = dingtalk("alerts", "tpl");
+    obj["apiVersion"] = json!("oos.chatops.dev/v1alpha1");
+    obj["kind"] = json!("ChatConfiguration");
+    let obj: ChatConfiguration = serde_json::from_value(obj).unwrap();
+    objects.create(&PostParams::default(), &obj).await.unwrap();
+    wait_for(WAIT, || async {
+        let o = objects.get("alerts").await?;
+        let ready = o
+            .status
+            .iter()
+            .flat_map(|s| &s.conditions)
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        anyhow::ensure!(ready, "not Ready: {:?}", o.status);
+        Ok(())
+    })
+    .await
+    .expect("Ready");
+    assert_eq!(emulator.calls().get("CreateChatConfiguration"), Some(&1));
+    objects
+        .delete("alerts", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(WAIT, || async {
+        anyhow::ensure!(objects.get_opt("alerts").await?.is_none());
+        Ok(())
+    })
+    .await
+    .expect("deleted");
+    assert_eq!(emulator.calls().get("DeleteChatConfiguration"), Some(&1));
+
+    let events: Api<Event> = Api::namespaced(admin.clone(), &ns);
+    assert!(
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| e.reporting_instance.as_deref() == Some(pod_name)),
+        "events carry POD_NAME as reporting instance"
+    );
+    let log = std::fs::read_to_string(&stderr).unwrap().to_lowercase();
+    assert!(!log.contains("forbidden"), "{log}");
 }

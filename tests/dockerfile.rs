@@ -106,11 +106,12 @@ fn words(args: &str) -> Vec<String> {
     }
 }
 
-/// The COPY instructions of `stage` that read the build context (not `--from=`).
-fn context_copies(stage: &Stage) -> Vec<ContextCopy> {
+/// The COPY instructions that read the build context in `chain` (a stage and the stages it
+/// is built FROM, root first), with WORKDIR carried down the chain.
+fn context_copies(chain: &[&Stage]) -> Vec<ContextCopy> {
     let mut workdir = "/".to_string();
     let mut out = Vec::new();
-    for ins in &stage.instructions {
+    for ins in chain.iter().flat_map(|s| &s.instructions) {
         match ins.keyword.as_str() {
             "WORKDIR" => {
                 let w = ins.args.trim();
@@ -155,26 +156,37 @@ fn context_copies(stage: &Stage) -> Vec<ContextCopy> {
     out
 }
 
-/// The stage that runs `cargo build` of the operator.
-fn build_stage(stages: &[Stage]) -> &Stage {
+/// The stage that runs `cargo build` of the operator binary, and the stages it is built
+/// FROM (root first).
+fn build_chain(stages: &[Stage]) -> Vec<&Stage> {
     let found: Vec<&Stage> = stages
         .iter()
         .filter(|s| {
-            s.instructions
-                .iter()
-                .any(|i| i.keyword == "RUN" && i.args.contains("cargo build"))
-                && !stages.iter().any(|p| Some(&s.base) == p.name.as_ref())
+            s.instructions.iter().any(|i| {
+                i.keyword == "RUN"
+                    && i.args.contains("cargo build")
+                    && i.args.contains("--bin oos-chat-operator")
+            })
         })
         .collect();
-    assert_eq!(found.len(), 1, "exactly one stage builds from a base image");
-    found[0]
+    assert_eq!(found.len(), 1, "exactly one stage builds the operator");
+    let mut chain = vec![found[0]];
+    while let Some(parent) = stages
+        .iter()
+        .find(|p| p.name.is_some() && p.name.as_ref() == Some(&chain[0].base))
+    {
+        assert!(chain.len() < stages.len(), "FROM cycle");
+        chain.insert(0, parent);
+    }
+    chain
 }
 
-fn workdir_of(stage: &Stage) -> String {
-    stage
-        .instructions
+fn workdir_of(chain: &[&Stage]) -> String {
+    chain
         .iter()
-        .rfind(|i| i.keyword == "WORKDIR")
+        .flat_map(|s| &s.instructions)
+        .filter(|i| i.keyword == "WORKDIR")
+        .last()
         .map(|i| i.args.trim().to_string())
         .unwrap_or_else(|| "/".into())
 }
@@ -340,8 +352,8 @@ fn layout_of(copies: &[ContextCopy], workdir: &str) -> Layout {
 
 fn the_build_copies() -> (Vec<ContextCopy>, String) {
     let stages = parse(&dockerfile());
-    let build = build_stage(&stages);
-    (context_copies(build), workdir_of(build))
+    let chain = build_chain(&stages);
+    (context_copies(&chain), workdir_of(&chain))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -437,7 +449,7 @@ fn incomplete_layouts_fail() {
         "FROM rust:1 AS build\nWORKDIR /src\nCOPY Cargo.toml Cargo.lock ./\nCOPY src ./src\n\
          RUN cargo build --release\n",
     );
-    let layout = layout_of(&context_copies(&old[0]), "/src");
+    let layout = layout_of(&context_copies(&[&old[0]]), "/src");
     assert!(!cargo(&layout.0, METADATA).status.success());
 }
 
@@ -485,8 +497,10 @@ fn dockerignore_rules() {
 #[test]
 fn images_are_minimal_and_non_root() {
     let stages = parse(&dockerfile());
-    let build = build_stage(&stages);
-    let run = build
+    let chain = build_chain(&stages);
+    let run = chain
+        .last()
+        .unwrap()
         .instructions
         .iter()
         .find(|i| i.keyword == "RUN" && i.args.contains("cargo build"))
