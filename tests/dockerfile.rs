@@ -185,8 +185,7 @@ fn workdir_of(chain: &[&Stage]) -> String {
     chain
         .iter()
         .flat_map(|s| &s.instructions)
-        .filter(|i| i.keyword == "WORKDIR")
-        .last()
+        .rfind(|i| i.keyword == "WORKDIR")
         .map(|i| i.args.trim().to_string())
         .unwrap_or_else(|| "/".into())
 }
