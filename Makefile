@@ -29,8 +29,7 @@ test: controlplane
 # and cached; cold: 7-8 minutes per version, see hack/controlplane/README.md): the controller
 # tests, lifecycle included, and tests/deploy.rs (server-side dry runs of deploy/, the RBAC
 # lifecycle as the ServiceAccount), and the version check. The whole controller binary rather
-# than `controller lifecycle` alone: it takes the same ~15 s, and the lifecycle test's
-# log-capture assertion needs another test to have logged something.
+# than `controller lifecycle` alone: its tests run in parallel in the same ~15 s.
 test-matrix:
 	@set -e; for v in $(MATRIX_VERSIONS); do \
 	  echo "=== Kubernetes $$v"; \

@@ -113,6 +113,7 @@ impl ControlPlane {
     /// A new admin (`system:masters`) client. Build one per test: a `Client` is bound to
     /// the tokio runtime it was created on, and each `#[tokio::test]` has its own.
     pub async fn client(&self) -> kube::Client {
+        log_client(&self.server, ADMIN);
         kube::Client::try_from(self.config().await).expect("build admin client")
     }
 
@@ -120,6 +121,7 @@ impl ControlPlane {
     /// - `"developer"`: a real token user (groups: only `system:authenticated`);
     /// - any other name (e.g. `system:serviceaccount:ns:sa`): the admin impersonating it.
     pub async fn client_as(&self, user: &str) -> kube::Client {
+        log_client(&self.server, user);
         let config = if user == DEVELOPER {
             self.config_for_context(DEVELOPER).await
         } else {
@@ -176,6 +178,19 @@ impl ControlPlane {
             .await
             .expect("load kubeconfig")
     }
+}
+
+/// One log line per client (never a token). Besides telling which identity a test uses, it
+/// gives a test's log capture something to capture: with a verified server certificate kube
+/// logs nothing on its own (the old insecure kubeconfig made it warn "Server cert bypassed"
+/// on every connection), and a clean reconcile logs nothing either.
+fn log_client(server: &str, user: &str) {
+    tracing::info!(
+        target: "oos_chat_operator::test_support",
+        %server,
+        user,
+        "kube client for the test control plane"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
