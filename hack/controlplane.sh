@@ -7,17 +7,27 @@
 #   hack/controlplane.sh up     [--dir D]   start in the background, print KUBECONFIG=<path> (last line)
 #   hack/controlplane.sh down   [--dir D]   stop apiserver, then etcd; remove the state dir
 #   hack/controlplane.sh status [--dir D]   exit 0 if up and ready
+#   hack/controlplane.sh version            the selected Kubernetes version
+#   hack/controlplane.sh versions           every version with a pinned module
+#
+# The kubeconfig `up` writes verifies the server: the script makes a throwaway CA per `up`
+# (openssl), signs kube-apiserver's serving certificate (127.0.0.1, localhost) with it, puts
+# the CA into the kubeconfig as certificate-authority-data and deletes the CA key.
 #
 # Environment:
+#   CONTROLPLANE_K8S_VERSION                            Kubernetes version (default v1.36.3); one
+#                                                       of `versions` (hack/controlplane/apiserver/<v>/)
 #   CONTROLPLANE_ASSETS (fallback KUBEBUILDER_ASSETS)  use binaries from this dir, never build
 #   XDG_CACHE_HOME                                      cache root (default ~/.cache)
 #   CONTROLPLANE_KUBECTL=1                              `build` (no target) also builds kubectl
 set -euo pipefail
 
-K8S_VERSION="v1.36.3"
+DEFAULT_K8S_VERSION="v1.36.3"
+K8S_VERSION="${CONTROLPLANE_K8S_VERSION:-$DEFAULT_K8S_VERSION}"
 ETCD_VERSION="v3.6.16"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 MODULES="$HERE/controlplane"
+APISERVER_MODULE="$MODULES/apiserver/$K8S_VERSION"
 DEFAULT_DIR="/tmp/oos-chat-controlplane"
 READY_TIMEOUT=90
 STOP_TIMEOUT=15
@@ -26,7 +36,20 @@ MARKER=".oos-chat-controlplane"
 log() { echo "controlplane: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-cache_dir() { echo "${XDG_CACHE_HOME:-$HOME/.cache}/oos-chat-operator/controlplane/$K8S_VERSION"; }
+cache_root() { echo "${XDG_CACHE_HOME:-$HOME/.cache}/oos-chat-operator/controlplane"; }
+cache_dir() { echo "$(cache_root)/$K8S_VERSION"; }
+
+known_versions() {
+  local d
+  for d in "$MODULES"/apiserver/v*/; do
+    [[ -f "$d/go.mod" ]] && basename "$d"
+  done | sort -V
+}
+
+check_version() {
+  [[ -f "$APISERVER_MODULE/go.mod" ]] && return 0
+  die "no pinned module for Kubernetes $K8S_VERSION (CONTROLPLANE_K8S_VERSION); known: $(known_versions | tr '\n' ' ')(add one with hack/controlplane/gen-replaces.sh)"
+}
 
 # The dir binaries are read from: an explicit override, else the build cache.
 asset_dir() {
@@ -58,6 +81,16 @@ build_one() {
   if [[ -x "$dir/$name" && -f "$dir/$name.stamp" && "$(cat "$dir/$name.stamp")" == "$stamp" ]]; then
     return 0
   fi
+  # The same binary built for another Kubernetes version (etcd is shared by all): link it.
+  local other
+  for other in "$(cache_root)"/*/"$name.stamp"; do
+    [[ -f "$other" && "$(cat "$other")" == "$stamp" && -x "${other%.stamp}" ]] || continue
+    [[ "$other" == "$dir/$name.stamp" ]] && continue
+    ln -f "${other%.stamp}" "$dir/$name" 2>/dev/null || cp -f "${other%.stamp}" "$dir/$name"
+    printf '%s\n' "$stamp" >"$dir/$name.stamp"
+    log "reused $name from $(dirname "$other")"
+    return 0
+  done
   log "building $name from $pkg (cold: a few minutes, ~2 GB RAM)"
   local start=$SECONDS tmp="$dir/.$name.tmp.$$"
   (cd "$mod" && CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags "$ldflags" -o "$tmp" "$pkg") ||
@@ -78,6 +111,7 @@ cmd_build() {
     echo "$dir"
     return 0
   fi
+  check_version
   command -v go >/dev/null || die "go is required to build the control plane"
   mkdir -p "$dir"
   # Two test binaries may start on a fresh machine at once: one builds, the other waits.
@@ -92,8 +126,8 @@ cmd_build() {
   esac
   for t in "${targets[@]}"; do
     case "$t" in
-      kube-apiserver) build_one kube-apiserver "$MODULES/apiserver" k8s.io/kubernetes/cmd/kube-apiserver "$(ldflags_k8s)" ;;
-      kubectl) build_one kubectl "$MODULES/apiserver" k8s.io/kubernetes/cmd/kubectl "$(ldflags_k8s)" ;;
+      kube-apiserver) build_one kube-apiserver "$APISERVER_MODULE" k8s.io/kubernetes/cmd/kube-apiserver "$(ldflags_k8s)" ;;
+      kubectl) build_one kubectl "$APISERVER_MODULE" k8s.io/kubernetes/cmd/kubectl "$(ldflags_k8s)" ;;
       etcd) build_one etcd "$MODULES/etcd" go.etcd.io/etcd/server/v3 "-s -w" ;;
     esac
   done
@@ -170,9 +204,32 @@ parse_dir() {
   DIR="$(cd "$DIR" && pwd)"
 }
 
-api_get() { # api_get PATH -> body on stdout, fails on non-2xx
-  curl -sSfk --max-time 5 -H "Authorization: Bearer $(cat "$DIR/admin.token")" \
+api_get() { # api_get PATH -> body on stdout, fails on non-2xx; verifies the serving cert
+  curl -sSf --cacert "$DIR/certs/ca.crt" --max-time 5 -H "Authorization: Bearer $(cat "$DIR/admin.token")" \
     "https://127.0.0.1:$(cat "$DIR/apiserver.port")$1"
+}
+
+# A CA for this state dir and a serving certificate for 127.0.0.1/localhost signed by it.
+# The CA key is deleted once it has signed: nothing else may ever be issued under this CA.
+gen_certs() {
+  local c="$DIR/certs"
+  rm -rf "$c"
+  mkdir -p "$c"
+  (
+    umask 077
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -sha256 -days 365 \
+      -subj "/CN=oos-chat-controlplane-ca-$(openssl rand -hex 4)" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -keyout "$c/ca.key" -out "$c/ca.crt" 2>/dev/null
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -sha256 \
+      -subj "/CN=kube-apiserver" -keyout "$c/serving.key" -out "$c/serving.csr" 2>/dev/null
+    printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=critical,CA:FALSE" \
+      "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >"$c/serving.ext"
+    openssl x509 -req -sha256 -days 365 -in "$c/serving.csr" -CA "$c/ca.crt" -CAkey "$c/ca.key" \
+      -set_serial "0x$(openssl rand -hex 16)" -extfile "$c/serving.ext" -out "$c/serving.crt" 2>/dev/null
+  ) || die "could not create the CA and serving certificate (openssl)"
+  rm -f "$c/ca.key" "$c/serving.csr" "$c/serving.ext"
+  chmod 644 "$c/ca.crt"
 }
 
 is_ready() {
@@ -185,8 +242,8 @@ start_once() {
   local etcd_port peer_port api_port
   etcd_port="$(free_port)"; peer_port="$(free_port)"; api_port="$(free_port)"
   [[ "$etcd_port" != "$peer_port" && "$etcd_port" != "$api_port" && "$peer_port" != "$api_port" ]] || return 1
-  rm -rf "$DIR/etcd-data" "$DIR/certs"
-  mkdir -p "$DIR/etcd-data" "$DIR/certs"
+  rm -rf "$DIR/etcd-data"
+  mkdir -p "$DIR/etcd-data"
   echo "$api_port" >"$DIR/apiserver.port"
   spawn "$DIR/etcd.pid" "$DIR/etcd.log" "$assets/etcd" \
     --name default --data-dir "$DIR/etcd-data" --unsafe-no-fsync --log-level warn \
@@ -195,9 +252,11 @@ start_once() {
     --initial-cluster "default=http://127.0.0.1:$peer_port"
   spawn "$DIR/kube-apiserver.pid" "$DIR/kube-apiserver.log" "$assets/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
-    --cert-dir "$DIR/certs" \
+    --bind-address 127.0.0.1 --secure-port "$api_port" \
+    --endpoint-reconciler-type none \
+    --tls-cert-file "$DIR/certs/serving.crt" --tls-private-key-file "$DIR/certs/serving.key" \
     --token-auth-file "$DIR/tokens.csv" --authorization-mode RBAC \
+    --enable-admission-plugins OwnerReferencesPermissionEnforcement \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$DIR/sa.key" --service-account-signing-key-file "$DIR/sa.key" \
     --service-cluster-ip-range 10.0.0.0/24 --v 1
@@ -234,7 +293,7 @@ clusters:
 - name: oos-chat-test
   cluster:
     server: $server
-    insecure-skip-tls-verify: true
+    certificate-authority-data: $(base64 -w0 <"$DIR/certs/ca.crt")
 users:
 - name: admin
   user:
@@ -255,7 +314,7 @@ EOF
 cmd_up() {
   parse_dir "$@"
   if [[ -f "$DIR/kubeconfig" ]] && is_ready; then
-    log "already up in $DIR"
+    log "already up in $DIR (Kubernetes $(cat "$DIR/version" 2>/dev/null || echo unknown))"
     echo "KUBECONFIG=$DIR/kubeconfig"
     return 0
   fi
@@ -282,6 +341,8 @@ cmd_up() {
     printf '%s,admin,admin-uid,"system:masters"\n%s,developer,developer-uid\n' \
       "$(cat "$DIR/admin.token")" "$(cat "$DIR/developer.token")" >"$DIR/tokens.csv"
   )
+  gen_certs
+  echo "$K8S_VERSION" >"$DIR/version"
   local attempt
   for attempt in 1 2 3; do
     if start_once "$assets"; then
@@ -316,6 +377,7 @@ cmd_status() {
   pid_alive "$DIR/kube-apiserver.pid" kube-apiserver && a="running (pid $(cat "$DIR/kube-apiserver.pid"))"
   echo "etcd: $e"
   echo "kube-apiserver: $a"
+  echo "version: $(cat "$DIR/version" 2>/dev/null || echo unknown)"
   if [[ -f "$DIR/kubeconfig" ]] && is_ready; then
     echo "ready: yes"
     echo "KUBECONFIG=$DIR/kubeconfig"
@@ -334,7 +396,9 @@ main() {
     up) cmd_up "$@" ;;
     down) cmd_down "$@" ;;
     status) cmd_status "$@" ;;
-    *) echo "usage: $0 {build [kube-apiserver|etcd|kubectl|all]|up [--dir D]|down [--dir D]|status [--dir D]}" >&2; exit 2 ;;
+    version) echo "$K8S_VERSION" ;;
+    versions) known_versions ;;
+    *) echo "usage: $0 {build [kube-apiserver|etcd|kubectl|all]|up [--dir D]|down [--dir D]|status [--dir D]|version|versions}" >&2; exit 2 ;;
   esac
 }
 

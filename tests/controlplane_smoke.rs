@@ -95,10 +95,126 @@ fn phase(obj: &DynamicObject) -> Option<&str> {
 
 #[tokio::test]
 async fn server_reports_pinned_version() {
-    let client = control_plane().client().await;
-    let info = client.apiserver_version().await.expect("GET /version");
-    assert_eq!(info.git_version, "v1.36.3");
-    assert_eq!((info.major.as_str(), info.minor.as_str()), ("1", "36"));
+    let cp = control_plane();
+    let info = cp
+        .client()
+        .await
+        .apiserver_version()
+        .await
+        .expect("GET /version");
+    // The selected version (CONTROLPLANE_K8S_VERSION, default v1.36.3), e.g. "v1.37.2".
+    let want = cp.version();
+    assert_eq!(info.git_version, want);
+    let minor = want.trim_start_matches('v').split('.').nth(1).unwrap();
+    assert_eq!((info.major.as_str(), info.minor.as_str()), ("1", minor));
+}
+
+#[test]
+fn script_and_support_agree_on_versions() {
+    let run = |arg: &str| {
+        let out = Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/controlplane.sh"))
+            .arg(arg)
+            .env_remove("CONTROLPLANE_K8S_VERSION")
+            .output()
+            .expect("run controlplane.sh");
+        assert!(out.status.success(), "{arg}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(run("version").trim(), support::DEFAULT_K8S_VERSION);
+    let versions: Vec<String> = run("versions").lines().map(str::to_string).collect();
+    // The ends of k8s-openapi 0.29's range and the version the crate compiles against.
+    assert_eq!(versions, ["v1.33.13", "v1.36.3", "v1.37.2"]);
+}
+
+/// A CA of its own, unrelated to the control plane's (PEM).
+fn unrelated_ca(dir: &Path) -> String {
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=some-other-ca"])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+        .arg("-keyout")
+        .arg(dir.join("other.key"))
+        .arg("-out")
+        .arg(dir.join("other.crt"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(status.success());
+    std::fs::read_to_string(dir.join("other.crt")).unwrap()
+}
+
+/// The kubeconfig trusts exactly the CA that signed the serving certificate: no insecure
+/// flag, and the same kubeconfig with a different CA is refused by kube-rs and kubectl.
+#[tokio::test]
+async fn kubeconfig_verifies_the_server_certificate() {
+    let cp = control_plane();
+    let text = std::fs::read_to_string(cp.kubeconfig_path()).unwrap();
+    assert!(!text.contains("insecure"), "insecure flag in kubeconfig");
+    let kubeconfig: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    let clusters = kubeconfig["clusters"].as_array().unwrap();
+    assert_eq!(clusters.len(), 1);
+    let ca_data = clusters[0]["cluster"]["certificate-authority-data"]
+        .as_str()
+        .expect("certificate-authority-data");
+    let ca_pem = std::fs::read_to_string(cp.ca_cert_path()).unwrap();
+    assert_eq!(ca_data, support::base64(ca_pem.as_bytes()));
+    assert!(
+        !cp.dir().join("certs/ca.key").exists(),
+        "the CA key is deleted after signing"
+    );
+    // The control: the kubeconfig as written works for both clients.
+    cp.client()
+        .await
+        .apiserver_version()
+        .await
+        .expect("trusted");
+    kubectl_ok(cp.kubectl().args(["get", "--raw", "/readyz"]));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut other = kubeconfig.clone();
+    other["clusters"][0]["cluster"]["certificate-authority-data"] =
+        json!(support::base64(unrelated_ca(tmp.path()).as_bytes()));
+    let other_path = tmp.path().join("kubeconfig");
+    std::fs::write(&other_path, serde_yaml::to_string(&other).unwrap()).unwrap();
+
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&other_path).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let err = client
+        .apiserver_version()
+        .await
+        .expect_err("a client trusting another CA must be refused");
+    let chain = format!("{err:?}");
+    assert!(
+        chain.contains("UnknownIssuer") || chain.contains("certificate"),
+        "not a certificate error: {chain}"
+    );
+
+    let out = Command::new(cp.kubectl().get_program())
+        .arg("--kubeconfig")
+        .arg(&other_path)
+        .args(["get", "--raw", "/readyz"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "kubectl with another CA succeeded");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("certificate signed by unknown authority"),
+        "{stderr}"
+    );
 }
 
 /// Bearer tokens of every user in a kubeconfig.
@@ -456,6 +572,9 @@ fn script_up_readyz_down_leaves_nothing() {
         .strip_prefix("KUBECONFIG=")
         .unwrap_or_else(|| panic!("last line is not KUBECONFIG=…: {last}"));
     assert!(Path::new(kubeconfig).is_file());
+    let text = std::fs::read_to_string(kubeconfig).unwrap();
+    assert!(!text.contains("insecure"), "insecure flag in kubeconfig");
+    assert!(text.contains("certificate-authority-data: "), "{text}");
     for token in kubeconfig_tokens(Path::new(kubeconfig)) {
         assert!(
             !stdout.contains(&token) && !stderr.contains(&token),

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Regenerates hack/controlplane/apiserver/go.mod for a Kubernetes release.
+# Generates the pinned wrapper module hack/controlplane/apiserver/<version>/ for one
+# Kubernetes release (one directory per supported version; hack/controlplane.sh picks one
+# with CONTROLPLANE_K8S_VERSION).
 #
 # k8s.io/kubernetes requires its staging modules (k8s.io/api, k8s.io/apiserver, ...) at
 # v0.0.0 and resolves them through `=> ./staging/src/...` replaces that only work inside
@@ -7,18 +9,18 @@
 # published v0.<minor>.<patch> tag. The list is read from the release's own go.mod so a
 # version bump can never miss (or invent) a staging module.
 #
-# Usage: hack/controlplane/gen-replaces.sh [KUBERNETES_VERSION]   (default: v1.36.3)
-# Then commit hack/controlplane/apiserver/go.mod and go.sum.
+# Usage: hack/controlplane/gen-replaces.sh KUBERNETES_VERSION   (e.g. v1.36.3)
+# Then commit hack/controlplane/apiserver/<version>/go.mod and go.sum.
 set -euo pipefail
 
-K8S_VERSION="${1:-v1.36.3}"
-MOD_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/apiserver"
-
+K8S_VERSION="${1:?usage: $0 KUBERNETES_VERSION (e.g. v1.36.3)}"
 if [[ ! "$K8S_VERSION" =~ ^v1\.([0-9]+)\.([0-9]+)$ ]]; then
   echo "gen-replaces: expected a version like v1.36.3, got '$K8S_VERSION'" >&2
   exit 2
 fi
 STAGING_VERSION="v0.${BASH_REMATCH[1]}.${BASH_REMATCH[2]}"
+MOD_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/apiserver/$K8S_VERSION"
+command -v jq >/dev/null || { echo "gen-replaces: jq is required" >&2; exit 1; }
 
 # Read the release's go.mod from the module cache (download it if needed). Run outside
 # the wrapper module so its current (possibly stale) requirements play no part.
@@ -34,8 +36,10 @@ if ((${#STAGING[@]} == 0)); then
 fi
 
 # Start from a clean go.mod: stale requirements from an older pin must not survive.
+mkdir -p "$MOD_DIR"
 cd "$MOD_DIR"
 rm -f go.mod go.sum
+# The same module path for every version: only the directory tells them apart.
 go mod init oos-chat-operator/hack/controlplane/apiserver >/dev/null 2>&1
 go mod edit -go="$GO_DIRECTIVE"
 args=()

@@ -11,6 +11,11 @@
 //!   the harness exits, whether tests passed or panicked.
 //! - Ports come from binding `127.0.0.1:0`; state lives in a per-process temp dir, so two
 //!   test binaries can run side by side.
+//! - The Kubernetes version is `CONTROLPLANE_K8S_VERSION` (default [`DEFAULT_K8S_VERSION`]);
+//!   the script builds each version into its own cache dir.
+//! - TLS is verified: a throwaway CA per start (openssl) signs the serving certificate for
+//!   127.0.0.1/localhost; the kubeconfig carries the CA as `certificate-authority-data`, the
+//!   readiness probe trusts only that CA, and the CA key is deleted after signing.
 
 use std::ffi::OsString;
 use std::fs;
@@ -33,6 +38,17 @@ const DIR_PREFIX: &str = "oos-chat-cp-";
 /// Token users in the apiserver's token file (see `write_auth_files`).
 const ADMIN: &str = "admin";
 const DEVELOPER: &str = "developer";
+/// The Kubernetes version used when `CONTROLPLANE_K8S_VERSION` is unset (the `k8s-openapi`
+/// feature the crate compiles against). Must equal `DEFAULT_K8S_VERSION` in the script.
+pub const DEFAULT_K8S_VERSION: &str = "v1.36.3";
+
+/// The Kubernetes version this test run asks for: `CONTROLPLANE_K8S_VERSION`, else the default.
+pub fn k8s_version() -> String {
+    std::env::var("CONTROLPLANE_K8S_VERSION")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| DEFAULT_K8S_VERSION.to_string())
+}
 
 /// A running control plane. Everything here is a path or URL; the bearer tokens live
 /// only in the kubeconfig and token files (mode 0600), never in this struct.
@@ -42,6 +58,7 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     kubectl: PathBuf,
     server: String,
+    version: String,
     pids: [u32; 2],
 }
 
@@ -78,6 +95,16 @@ impl ControlPlane {
         &self.dir
     }
 
+    /// The Kubernetes version requested for this run (see [`k8s_version`]).
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// PEM of the CA that signed kube-apiserver's serving certificate (also in the kubeconfig).
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.dir.join("certs/ca.crt")
+    }
+
     /// Admin `kube::Config`, for tests that tune timeouts etc. before building a client.
     pub async fn config(&self) -> kube::Config {
         self.config_for_context(ADMIN).await
@@ -86,6 +113,7 @@ impl ControlPlane {
     /// A new admin (`system:masters`) client. Build one per test: a `Client` is bound to
     /// the tokio runtime it was created on, and each `#[tokio::test]` has its own.
     pub async fn client(&self) -> kube::Client {
+        log_client(&self.server, ADMIN);
         kube::Client::try_from(self.config().await).expect("build admin client")
     }
 
@@ -93,6 +121,7 @@ impl ControlPlane {
     /// - `"developer"`: a real token user (groups: only `system:authenticated`);
     /// - any other name (e.g. `system:serviceaccount:ns:sa`): the admin impersonating it.
     pub async fn client_as(&self, user: &str) -> kube::Client {
+        log_client(&self.server, user);
         let config = if user == DEVELOPER {
             self.config_for_context(DEVELOPER).await
         } else {
@@ -149,6 +178,19 @@ impl ControlPlane {
             .await
             .expect("load kubeconfig")
     }
+}
+
+/// One log line per client (never a token). Besides telling which identity a test uses, it
+/// gives a test's log capture something to capture: with a verified server certificate kube
+/// logs nothing on its own (the old insecure kubeconfig made it warn "Server cert bypassed"
+/// on every connection), and a clean reconcile logs nothing either.
+fn log_client(server: &str, user: &str) {
+    tracing::info!(
+        target: "oos_chat_operator::test_support",
+        %server,
+        user,
+        "kube client for the test control plane"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -285,6 +327,7 @@ fn start_blocking() -> Result<ControlPlane> {
     register_teardown();
 
     let tokens = write_auth_files(&dir)?;
+    let ca_pem = write_certs(&dir.join("certs"))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -292,9 +335,9 @@ fn start_blocking() -> Result<ControlPlane> {
 
     let mut last_err = None;
     for attempt in 1..=START_ATTEMPTS {
-        match start_once(&assets, &dir, &tokens, &rt) {
+        match start_once(&assets, &dir, &tokens, &ca_pem, &rt) {
             Ok(server) => {
-                let kubeconfig = write_kubeconfig(&dir, &server, &tokens)?;
+                let kubeconfig = write_kubeconfig(&dir, &server, &tokens, &ca_pem)?;
                 eprintln!(
                     "control plane ready in {} ms at {server} (state: {})",
                     began.elapsed().as_millis(),
@@ -311,6 +354,7 @@ fn start_blocking() -> Result<ControlPlane> {
                     dir,
                     kubeconfig,
                     server,
+                    version: k8s_version(),
                 });
             }
             // Lost a port race (or similar early exit): retry on new ports.
@@ -354,6 +398,7 @@ fn asset_dir() -> Result<PathBuf> {
     let out = Command::new("bash")
         .arg(&script)
         .arg("build")
+        .env("CONTROLPLANE_K8S_VERSION", k8s_version())
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
@@ -461,7 +506,112 @@ fn write_private(path: &Path, contents: &str) -> Result<()> {
     Ok(())
 }
 
-fn write_kubeconfig(dir: &Path, server: &str, tokens: &Tokens) -> Result<PathBuf> {
+/// A CA and a serving certificate for 127.0.0.1/localhost signed by it, in `certs`. Returns
+/// the CA's PEM. The CA key is removed once it has signed: nothing else can be issued under it.
+fn write_certs(certs: &Path) -> Result<String> {
+    fs::create_dir_all(certs)?;
+    let openssl = |args: &[&str]| -> Result<()> {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(certs)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .context("run openssl (needed for the CA and the serving certificate)")?;
+        ensure!(status.success(), "openssl {} failed ({status})", args[0]);
+        Ok(())
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca_subject = format!(
+        "/CN=oos-chat-test-ca-{}",
+        hex::encode(rand::random::<[u8; 4]>())
+    );
+    let mut ca_args = vec![
+        "req",
+        "-x509",
+        "-sha256",
+        "-days",
+        "30",
+        "-subj",
+        &ca_subject,
+    ];
+    ca_args.extend(ec);
+    ca_args.extend([
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    openssl(&ca_args)?;
+    let mut csr_args = vec!["req", "-new", "-sha256", "-subj", "/CN=kube-apiserver"];
+    csr_args.extend(ec);
+    csr_args.extend(["-keyout", "serving.key", "-out", "serving.csr"]);
+    openssl(&csr_args)?;
+    fs::write(
+        certs.join("serving.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )?;
+    let serial = format!("0x{}", hex::encode(rand::random::<[u8; 16]>()));
+    openssl(&[
+        "x509",
+        "-req",
+        "-sha256",
+        "-days",
+        "30",
+        "-in",
+        "serving.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-set_serial",
+        &serial,
+        "-extfile",
+        "serving.ext",
+        "-out",
+        "serving.crt",
+    ])?;
+    for f in ["ca.key", "serving.csr", "serving.ext"] {
+        fs::remove_file(certs.join(f))?;
+    }
+    fs::read_to_string(certs.join("ca.crt")).context("read ca.crt")
+}
+
+/// Standard base64 with padding (kubeconfig `*-data` fields).
+pub fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn write_kubeconfig(dir: &Path, server: &str, tokens: &Tokens, ca_pem: &str) -> Result<PathBuf> {
     let path = dir.join("kubeconfig");
     write_private(
         &path,
@@ -472,7 +622,7 @@ clusters:
 - name: oos-chat-test
   cluster:
     server: {server}
-    insecure-skip-tls-verify: true
+    certificate-authority-data: {ca}
 users:
 - name: {ADMIN}
   user:
@@ -488,7 +638,8 @@ contexts:
 current-context: {ADMIN}
 ",
             admin = tokens.admin,
-            developer = tokens.developer
+            developer = tokens.developer,
+            ca = base64(ca_pem.as_bytes()),
         ),
     )?;
     Ok(path)
@@ -541,6 +692,7 @@ fn start_once(
     assets: &Path,
     dir: &Path,
     tokens: &Tokens,
+    ca_pem: &str,
     rt: &tokio::runtime::Runtime,
 ) -> Result<String, StartError> {
     let [etcd_port, peer_port, api_port] = free_ports()?;
@@ -548,7 +700,6 @@ fn start_once(
     let certs = dir.join("certs");
     let _ = fs::remove_dir_all(&data);
     fs::create_dir_all(&data)?;
-    fs::create_dir_all(&certs)?;
 
     let etcd_url = format!("http://127.0.0.1:{etcd_port}");
     let peer_url = format!("http://127.0.0.1:{peer_port}");
@@ -578,17 +729,25 @@ fn start_once(
         etcd_url.into(),
         "--bind-address".into(),
         "127.0.0.1".into(),
-        "--advertise-address".into(),
-        "127.0.0.1".into(),
+        // No Endpoints for the `kubernetes` Service (no nodes anyway). Replaces
+        // `--advertise-address 127.0.0.1`, which v1.37 refuses with the default reconciler.
+        "--endpoint-reconciler-type".into(),
+        "none".into(),
         "--secure-port".into(),
         api_port.to_string().into(),
-        // Self-signed serving certificate generated at startup; clients skip verification.
-        "--cert-dir".into(),
-        certs.into(),
+        // Serving certificate signed by this dir's CA (see `write_certs`).
+        "--tls-cert-file".into(),
+        certs.join("serving.crt").into(),
+        "--tls-private-key-file".into(),
+        certs.join("serving.key").into(),
         "--token-auth-file".into(),
         dir.join("tokens.csv").into(),
         "--authorization-mode".into(),
         "RBAC".into(),
+        // As in hardened clusters: setting an ownerReference with blockOwnerDeletion needs
+        // `update` on the owner's `finalizers` subresource (the operator's RBAC must say so).
+        "--enable-admission-plugins".into(),
+        "OwnerReferencesPermissionEnforcement".into(),
         "--service-account-issuer".into(),
         "https://kubernetes.default.svc.cluster.local".into(),
         "--service-account-key-file".into(),
@@ -615,8 +774,10 @@ fn start_once(
     running().apiserver = Some(apiserver);
 
     let server = format!("https://127.0.0.1:{api_port}");
+    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).context("parse the CA")?;
     let http = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
         .timeout(Duration::from_secs(3))
         .build()
         .context("build readiness HTTP client")?;

@@ -82,6 +82,16 @@ pub struct Harness {
     controller: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// How [`Harness::start_with_client`] runs the controller.
+pub struct ControllerClient {
+    /// The client the controller uses.
+    pub client: Client,
+    /// An existing namespace for the test objects instead of a fresh one.
+    pub namespace: Option<String>,
+    /// Watch every namespace (the operator without `--namespace`) instead of only the test's.
+    pub watch_all: bool,
+}
+
 pub async fn install_crd(client: &Client) {
     let crd: CustomResourceDefinition = serde_yaml::from_str(&crd_yaml()).unwrap();
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -209,6 +219,65 @@ impl Harness {
         }
         if let Some(h) = self.controller.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
+        }
+    }
+
+    /// Like [`Harness::start`], but the controller reaches Kubernetes through
+    /// `controller.client` (e.g. a client impersonating the operator's ServiceAccount, to prove
+    /// its RBAC suffices), while the test's own calls (`client`, `put_secret`, `apply`, …) stay
+    /// admin.
+    pub async fn start_with_client(
+        prefix: &str,
+        resync: Duration,
+        controller: ControllerClient,
+    ) -> Self {
+        log_buffer();
+        let cp = control_plane();
+        let client = cp.client().await;
+        install_crd(&client).await;
+        let ns = match controller.namespace {
+            Some(ns) => ns,
+            None => cp.fresh_namespace(prefix).await,
+        };
+        let emulator = emulator::start(EmulatorConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            access_keys: vec![AccessKey {
+                id: AK_ID.into(),
+                secret: AK_SECRET.into(),
+                security_token: None,
+                owner: "1234567890".into(),
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect("emulator starts");
+        let oos = oos_client(emulator.endpoint());
+        let metrics = Arc::new(Metrics::default());
+        let settings = Settings {
+            default_region: Some(REGION.into()),
+            resync_interval: resync,
+            retry_base_delay: Duration::from_millis(200),
+            retry_max_delay: Duration::from_secs(5),
+            ..Settings::default()
+        };
+        let ctx = Context::new(controller.client, oos.clone(), settings, metrics.clone());
+        let watched = if controller.watch_all {
+            Vec::new()
+        } else {
+            vec![ns.clone()]
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(reconcile::run(ctx, watched, 4, async move {
+            let _ = rx.await;
+        }));
+        Harness {
+            client,
+            ns,
+            emulator,
+            oos,
+            metrics,
+            stop: Some(tx),
+            controller: Some(handle),
         }
     }
 
