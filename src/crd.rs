@@ -75,6 +75,7 @@ pub mod condition_types {
     validation = Rule::new("(has(self.regionId) ? self.regionId : '') == (has(oldSelf.regionId) ? oldSelf.regionId : '')").message("spec.regionId is immutable").field_path(".regionId"),
     validation = Rule::new("!has(oldSelf.ramRole) || has(self.ramRole)").message("spec.ramRole cannot be removed once set: OOS keeps the role when an update omits it; set another role instead").field_path(".ramRole"),
     validation = Rule::new("!has(oldSelf.resourceGroupId) || has(self.resourceGroupId)").message("spec.resourceGroupId cannot be removed once set: OOS keeps the resource group when an update omits it; set another one instead").field_path(".resourceGroupId"),
+    validation = Rule::new("!has(self.outputSecretRef) || ((!has(self.dingTalk) || self.dingTalk.clientSecretRef.name != self.outputSecretRef.name) && (!has(self.weChat) || self.weChat.clientSecretRef.name != self.outputSecretRef.name) && (!has(self.credentialsRef) || self.credentialsRef.name != self.outputSecretRef.name) && (!has(self.extraSecretConfiguration) || self.extraSecretConfiguration.all(k, self.extraSecretConfiguration[k].name != self.outputSecretRef.name)))").message("spec.outputSecretRef must name a Secret this object does not read: the operator owns that Secret and overwrites it").field_path(".outputSecretRef"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ChatConfigurationSpec {
@@ -90,7 +91,7 @@ pub struct ChatConfigurationSpec {
     /// Alibaba Cloud region, e.g. `cn-hangzhou`. Defaults to the operator's `--default-region`.
     /// Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 2, max = 64), regex(pattern = r"^[a-z]{2}(-[a-z0-9]+)+$"))]
+    #[schemars(length(min = 2, max = 32), regex(pattern = r"^[a-z]{2}(-[a-z0-9]+)+$"))]
     pub region_id: Option<String>,
 
     /// Chat platform: `DingTalk` or `WeChat` (WeCom). Immutable.
@@ -118,17 +119,24 @@ pub struct ChatConfigurationSpec {
     pub we_chat: Option<PlatformSettings>,
 
     /// Extra non-secret `Configuration` keys sent verbatim, for platform keys this CRD does not
-    /// model yet. Keys containing `Secret` belong in `extraSecretConfiguration`.
+    /// model yet. Keys containing `Secret` belong in `extraSecretConfiguration`. At most 32 ASCII
+    /// keys of at most 64 characters; values at most 4096 characters and 16 KiB in all, without
+    /// control or invisible characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("maxProperties" = 32))]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     #[x_kube(validation = Rule::new("self.all(k, !k.lowerAscii().contains('secret') && !(k in ['DingTalkClientId', 'DingTalkTemplateId', 'WeChatClientId', 'WeChatTemplateId']))").message("spec.extraConfiguration must not hold modelled keys or keys containing 'Secret' (use spec.extraSecretConfiguration)"))]
     #[x_kube(validation = Rule::new("self.all(k, size(k) <= 64 && size(self[k]) <= 4096)").message("spec.extraConfiguration keys must be at most 64 and values at most 4096 characters"))]
+    #[x_kube(validation = Rule::new(KEY_RULE).message("spec.extraConfiguration keys must start with an ASCII letter or digit and hold only ASCII letters, digits, '_', '.' or '-'"))]
+    #[x_kube(validation = Rule::new(VALUE_RULE).message("spec.extraConfiguration values must not contain control or invisible characters (C0/C1 controls other than tab and newline, zero-width space, word joiner, byte order mark, bidirectional embeddings, overrides or isolates)"))]
+    #[x_kube(validation = Rule::new(EXTRA_TOTAL_RULE).message("spec.extraConfiguration must hold at most 16384 bytes (UTF-8) of keys and values in all: OOS refuses requests over 64 KiB, and the values are sent percent-encoded together with the secret ones"))]
     pub extra_configuration: Option<BTreeMap<String, String>>,
 
-    /// Extra secret `Configuration` keys, each read from a Secret key in this namespace.
+    /// Extra secret `Configuration` keys (at most 16 ASCII keys), each read from a Secret key in
+    /// this namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("maxProperties" = 16))]
     #[x_kube(validation = Rule::new("self.all(k, size(k) <= 64 && !(k in ['DingTalkClientSecret', 'WeChatClientSecret']))").message("spec.extraSecretConfiguration keys must be at most 64 characters and must not repeat a modelled secret key"))]
+    #[x_kube(validation = Rule::new(KEY_RULE).message("spec.extraSecretConfiguration keys must start with an ASCII letter or digit and hold only ASCII letters, digits, '_', '.' or '-'"))]
     pub extra_secret_configuration: Option<BTreeMap<String, SecretKeyRef>>,
 
     /// What happens to the remote configuration when this object is deleted: `Delete` or
@@ -163,12 +171,16 @@ pub struct ChatConfigurationSpec {
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct PlatformSettings {
-    /// App client id (DingTalk `DingTalkClientId`, WeCom `WeChatClientId`).
+    /// App client id (DingTalk `DingTalkClientId`, WeCom `WeChatClientId`): printable ASCII,
+    /// no spaces.
     #[schemars(length(min = 1, max = 256))]
+    #[x_kube(validation = Rule::new(ID_RULE).message(ID_MESSAGE))]
     pub client_id: String,
-    /// Card template id (DingTalk `DingTalkTemplateId`, WeCom `WeChatTemplateId`).
+    /// Card template id (DingTalk `DingTalkTemplateId`, WeCom `WeChatTemplateId`): printable
+    /// ASCII, no spaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
+    #[x_kube(validation = Rule::new(ID_RULE).message(ID_MESSAGE))]
     pub template_id: Option<String>,
     /// Secret key in this namespace holding the app client secret.
     pub client_secret_ref: SecretKeyRef,
@@ -177,6 +189,8 @@ pub struct PlatformSettings {
 /// A key of a Secret in the object's namespace.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash, Default)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = forbidden_namespace_property)]
+#[x_kube(validation = Rule::new("!has(self.namespace)").message(NAMESPACE_MESSAGE).field_path(".namespace"))]
 pub struct SecretKeyRef {
     /// Secret name.
     #[schemars(
@@ -192,6 +206,8 @@ pub struct SecretKeyRef {
 /// A Secret in the object's namespace.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash, Default)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = forbidden_namespace_property)]
+#[x_kube(validation = Rule::new("!has(self.namespace)").message(NAMESPACE_MESSAGE).field_path(".namespace"))]
 pub struct LocalSecretRef {
     /// Secret name.
     #[schemars(
@@ -199,6 +215,53 @@ pub struct LocalSecretRef {
         regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     )]
     pub name: String,
+}
+
+/// CEL: `self` (a string) is printable ASCII without spaces. Client and template ids are
+/// ASCII tokens; a space, zero-width or right-to-left character pasted into one would be sent
+/// as is and break the bot silently.
+const ID_RULE: &str = "self.matches('^[!-~]+$')";
+const ID_MESSAGE: &str = "must be printable ASCII without spaces: no whitespace, control, invisible or non-ASCII characters";
+
+/// CEL over a map: every key is an ASCII token, like the platform's own `Configuration` keys.
+const KEY_RULE: &str = "self.all(k, k.matches('^[A-Za-z0-9][A-Za-z0-9_.-]*$'))";
+
+/// CEL over a map of strings: no value holds a character that is invisible or reorders text.
+/// The same set as [`is_forbidden_char`], which the controller applies to Secret values.
+const VALUE_RULE: &str = r"self.all(k, !self[k].matches('[\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F\\x{200B}\\x{2060}\\x{FEFF}\\x{202A}-\\x{202E}\\x{2066}-\\x{2069}]'))";
+
+/// CEL over `extraConfiguration`: keys and values together at most 16 KiB of UTF-8.
+const EXTRA_TOTAL_RULE: &str = "self.map(k, size(bytes(k)) + size(bytes(self[k]))).sum() <= 16384";
+
+/// Whether `c` may not appear in a value sent to OOS: a C0 or C1 control other than tab, line
+/// feed and carriage return, a zero-width space, word joiner or byte order mark, or a
+/// bidirectional embedding, override or isolate. (Zero-width joiners and directional marks
+/// stay allowed: text in some scripts needs them.) Admission applies the same set
+/// ([`VALUE_RULE`]) to `spec.extraConfiguration`.
+pub fn is_forbidden_char(c: char) -> bool {
+    matches!(c,
+        '\u{0}'..='\u{8}' | '\u{B}' | '\u{C}' | '\u{E}'..='\u{1F}' | '\u{7F}'..='\u{9F}'
+        | '\u{200B}' | '\u{2060}' | '\u{FEFF}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+const NAMESPACE_MESSAGE: &str = "is not supported: Secrets are read from the ChatConfiguration's own namespace only; create the Secret there";
+
+/// Declares `namespace` on Secret references so that setting it is refused (by the rule using
+/// [`NAMESPACE_MESSAGE`]) instead of being pruned silently by a client that does not ask for
+/// strict field validation, which would read a same-named Secret of this namespace instead.
+fn forbidden_namespace_property(schema: &mut schemars::Schema) {
+    if let Some(props) = schema
+        .get_mut("properties")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        props.insert(
+            "namespace".into(),
+            serde_json::json!({
+                "type": "string",
+                "description": "Not supported: Secrets are read from the ChatConfiguration's own namespace only. Setting it is refused at admission.",
+            }),
+        );
+    }
 }
 
 // Chat platform (field docs describe it in the schema).
@@ -427,4 +490,34 @@ pub fn crd_yaml() -> String {
         "# Generated by `cargo run --bin crdgen`; do not edit.\n{}",
         serde_yaml::to_string(&crd).expect("CRD serialises to YAML")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forbidden_chars_are_the_invisible_and_control_ones() {
+        for c in [
+            '\0', '\u{7}', '\u{1B}', '\u{7F}', '\u{85}', '\u{200B}', '\u{2060}', '\u{FEFF}',
+            '\u{202E}', '\u{2067}',
+        ] {
+            assert!(is_forbidden_char(c), "{:?}", c);
+        }
+        for c in [
+            'a', ' ', '\t', '\n', '\r', 'é', '中', '\u{200D}', '\u{200F}', '😀',
+        ] {
+            assert!(!is_forbidden_char(c), "{:?}", c);
+        }
+        // The admission rule names the same ranges.
+        for range in [
+            "\\\\x0E-\\\\x1F",
+            "\\\\x7F-\\\\x9F",
+            "\\\\x{202A}-\\\\x{202E}",
+            "\\\\x{2066}-\\\\x{2069}",
+            "\\\\x{FEFF}",
+        ] {
+            assert!(VALUE_RULE.contains(range), "{range}");
+        }
+    }
 }

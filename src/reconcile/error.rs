@@ -36,6 +36,15 @@ pub enum Error {
         name: String,
         key: String,
     },
+    /// A referenced Secret value can never be sent (not UTF-8, too long, a control or invisible
+    /// character): terminal until the Secret changes (its watch wakes the object).
+    #[error("Secret {namespace}/{name} key {key:?} {problem}")]
+    SecretInvalid {
+        namespace: String,
+        name: String,
+        key: String,
+        problem: String,
+    },
     /// The spec cannot be turned into a request (should have been caught at admission): terminal.
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
@@ -79,6 +88,7 @@ impl Error {
             Error::Oos { source, .. } => source.is_retryable(),
             Error::SecretMissing { .. }
             | Error::SecretPlaceholder { .. }
+            | Error::SecretInvalid { .. }
             | Error::InvalidSpec(_)
             | Error::DeletionBlocked { .. } => false,
         }
@@ -107,6 +117,7 @@ impl Error {
             Error::Oos { source, .. } => oos_reason(source),
             Error::SecretMissing { .. } => "SecretNotFound",
             Error::SecretPlaceholder { .. } => "SecretPlaceholder",
+            Error::SecretInvalid { .. } => "SecretInvalid",
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::DeletionBlocked { reason, .. } => reason,
             Error::Finalizer(_) => "FinalizerError",

@@ -59,7 +59,9 @@ impl SecretReader {
         Ok(self.cache.get(name).and_then(Option::as_ref))
     }
 
-    /// The value of `key` in Secret `name`; a missing Secret or key is an error naming both.
+    /// The value of `key` in Secret `name`; a missing Secret or key is an error naming both, a
+    /// value that can never be sent (not UTF-8, a control or invisible character) one naming
+    /// the key and the problem, never the value.
     pub async fn value(&mut self, name: &str, key: &str) -> Result<SecretString> {
         let namespace = self.namespace.clone();
         let missing = |problem: String| Error::SecretMissing {
@@ -67,17 +69,23 @@ impl SecretReader {
             name: name.to_string(),
             problem,
         };
+        let invalid = |problem: String| Error::SecretInvalid {
+            namespace: namespace.clone(),
+            name: name.to_string(),
+            key: key.to_string(),
+            problem,
+        };
         let Some(secret) = self.secret(name).await? else {
             return Err(missing("not found".into()));
         };
-        let bytes = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|b| b.0.clone())
-            .ok_or_else(|| missing(format!("has no key {key:?}")))?;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| missing(format!("key {key:?} is not UTF-8 text")))?;
+        let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(key)) else {
+            return Err(missing(format!(
+                "has no key {key:?} ({})",
+                describe_keys(secret)
+            )));
+        };
+        let text = std::str::from_utf8(&bytes.0)
+            .map_err(|_| invalid("is not UTF-8 text; store the value as text".into()))?;
         let trimmed = text.trim_end_matches(['\n', '\r']);
         if trimmed.is_empty() {
             return Err(missing(format!("key {key:?} is empty")));
@@ -89,11 +97,55 @@ impl SecretReader {
                 key: key.to_string(),
             });
         }
+        if let Some(c) = trimmed.chars().find(|c| crate::crd::is_forbidden_char(*c)) {
+            return Err(invalid(format!(
+                "contains a control or invisible character (U+{:04X}); remove it",
+                c as u32
+            )));
+        }
         Ok(SecretString::from(trimmed))
     }
 
+    /// A value sent in `Configuration`: [`value`](Self::value), at most
+    /// [`MAX_SECRET_VALUE_CHARS`] characters (the limit admission puts on the non-secret ones).
     pub async fn key_ref(&mut self, r: &SecretKeyRef) -> Result<SecretString> {
-        self.value(&r.name, &r.key).await
+        let value = self.value(&r.name, &r.key).await?;
+        let chars = value.expose_secret().chars().count();
+        if chars > MAX_SECRET_VALUE_CHARS {
+            return Err(Error::SecretInvalid {
+                namespace: self.namespace.clone(),
+                name: r.name.clone(),
+                key: r.key.clone(),
+                problem: format!(
+                    "is {chars} characters long; at most {MAX_SECRET_VALUE_CHARS} are sent to OOS"
+                ),
+            });
+        }
+        Ok(value)
+    }
+
+    /// Refuses, before the first remote write, an output Secret that exists and is not this
+    /// object's: otherwise the remote would be written first and the conflict found after.
+    async fn check_output_secret(&mut self, obj: &ChatConfiguration) -> Result<()> {
+        let Some(r) = &obj.spec.output_secret_ref else {
+            return Ok(());
+        };
+        let Some(existing) = self.secret(&r.name).await? else {
+            return Ok(());
+        };
+        let owned = existing
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| Some(&o.uid) == obj.metadata.uid.as_ref());
+        if owned {
+            return Ok(());
+        }
+        Err(Error::InvalidSpec(format!(
+            "spec.outputSecretRef: Secret {}/{} exists and is not owned by this ChatConfiguration",
+            self.namespace, r.name
+        )))
     }
 
     /// Explicit credentials from `spec.credentialsRef`.
@@ -120,6 +172,68 @@ impl SecretReader {
             security_token,
         })
     }
+}
+
+/// Longest secret value sent in `Configuration`, in characters: the limit admission puts on
+/// `spec.extraConfiguration` values.
+pub const MAX_SECRET_VALUE_CHARS: usize = 4096;
+
+/// Largest `Configuration` parameter, percent-encoded as the client sends it in the query: OOS
+/// refuses a query over 64 KiB (emulator assumption A16); the other parameters (Name, RegionId,
+/// Type, RamRole, ResourceGroupId and the parameter names) take less than 512 bytes.
+pub const MAX_CONFIGURATION_QUERY_BYTES: usize = 64 * 1024 - 512;
+
+/// `it is of type kubernetes.io/tls, with keys tls.crt, tls.key`: what a Secret lacking a key has
+/// instead (key names only, never values).
+fn describe_keys(secret: &Secret) -> String {
+    let mut keys: Vec<&str> = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let listed = if keys.is_empty() {
+        "no keys".to_string()
+    } else {
+        let more = keys.len().saturating_sub(10);
+        keys.truncate(10);
+        let mut l = format!("keys {}", keys.join(", "));
+        if more > 0 {
+            l.push_str(&format!(" and {more} more"));
+        }
+        l
+    };
+    match secret.type_.as_deref() {
+        Some(t) if t != "Opaque" => format!("it is of type {t}, with {listed}"),
+        _ => format!("it has {listed}"),
+    }
+}
+
+/// Upper bound of the length of `s` as a JSON string's content, percent-encoded (RFC 3986
+/// unreserved bytes stay, every other byte takes 3).
+fn encoded_json_len(s: &str) -> usize {
+    s.chars()
+        .map(|c| match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '-' | '_' | '.' | '~' => 1,
+            '"' | '\\' => 6,
+            c if (c as u32) < 0x20 => 8,
+            c => 3 * c.len_utf8(),
+        })
+        .sum()
+}
+
+/// Upper bound of the percent-encoded `Configuration` JSON object of `configuration` and
+/// `secrets` (each entry: two quoted strings, a colon and a comma; the braces).
+fn encoded_configuration_len(
+    configuration: &BTreeMap<String, String>,
+    secrets: &BTreeMap<String, SecretString>,
+) -> usize {
+    let entry = |k: &str, v: &str| encoded_json_len(k) + encoded_json_len(v) + 6 * 3;
+    6 + configuration
+        .iter()
+        .map(|(k, v)| entry(k, v))
+        .chain(secrets.iter().map(|(k, v)| entry(k, v.expose_secret())))
+        .sum::<usize>()
 }
 
 /// The desired state of everything but the secret values (`secret_hash` is empty): what
@@ -190,6 +304,13 @@ pub async fn read_inputs(
 ) -> Result<Inputs> {
     let mut desired = desired_without_secrets(obj, on_remote_deleted)?;
     let spec = &obj.spec;
+    let owns_remote = matches!(
+        obj.status.as_ref().and_then(|s| s.ownership.as_deref()),
+        Some("Created" | "Adopted")
+    );
+    if !owns_remote {
+        secrets.check_output_secret(obj).await?;
+    }
     let settings = spec
         .platform_settings()
         .expect("desired_without_secrets checked the platform settings");
@@ -200,6 +321,12 @@ pub async fn read_inputs(
     );
     for (k, r) in spec.extra_secret_configuration.iter().flatten() {
         secret_values.insert(k.clone(), secrets.key_ref(r).await?);
+    }
+    let size = encoded_configuration_len(&desired.configuration, &secret_values);
+    if size > MAX_CONFIGURATION_QUERY_BYTES {
+        return Err(Error::InvalidSpec(format!(
+            "the Configuration would take {size} bytes of the request once encoded; OOS accepts at most {MAX_CONFIGURATION_QUERY_BYTES}: shorten spec.extraConfiguration or the Secret values it reads"
+        )));
     }
     desired.secret_hash = secret_hmac(
         hash_key,
@@ -452,5 +579,55 @@ mod tests {
         let plain = hex::encode(Sha256::digest(b"s3cr3t"));
         assert!(!a.contains(&plain), "never a plain hash");
         assert!(!a.contains("s3cr3t"));
+    }
+
+    #[test]
+    fn encoded_configuration_len_bounds_what_the_client_sends() {
+        let configuration = BTreeMap::from([
+            ("DingTalkClientId".to_string(), "ding-1".to_string()),
+            (
+                "Title".to_string(),
+                "中文 \"quoted\" \\ a/b?c=d&e\n\t".to_string(),
+            ),
+        ]);
+        let secrets = BTreeMap::from([(
+            "DingTalkClientSecret".to_string(),
+            SecretString::from("s3cr3t+/=~\u{1}"),
+        )]);
+        let mut all: BTreeMap<String, String> = configuration.clone();
+        for (k, v) in &secrets {
+            all.insert(k.clone(), v.expose_secret().to_string());
+        }
+        let sent = oos_client::signer::percent_encode(&serde_json::to_string(&all).unwrap());
+        let bound = encoded_configuration_len(&configuration, &secrets);
+        assert!(sent.len() <= bound, "{} > {bound}", sent.len());
+        assert!(
+            bound < sent.len() + 64,
+            "a tight bound: {bound} vs {}",
+            sent.len()
+        );
+    }
+
+    #[test]
+    fn a_secret_lacking_a_key_says_what_it_has() {
+        let mut s = Secret {
+            type_: Some("kubernetes.io/tls".into()),
+            ..Default::default()
+        };
+        s.data = Some(BTreeMap::from([
+            (
+                "tls.crt".to_string(),
+                k8s_openapi::ByteString(b"x".to_vec()),
+            ),
+            (
+                "tls.key".to_string(),
+                k8s_openapi::ByteString(b"y".to_vec()),
+            ),
+        ]));
+        assert_eq!(
+            describe_keys(&s),
+            "it is of type kubernetes.io/tls, with keys tls.crt, tls.key"
+        );
+        assert_eq!(describe_keys(&Secret::default()), "it has no keys");
     }
 }
