@@ -656,8 +656,10 @@ async fn operator_namespace_access(sa: &kube::Client, admin: &kube::Client) {
         .patch(
             "oos-chat-operator",
             &PatchParams::apply("rbac-test").force(),
-            &Patch::Apply(json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                                 "spec": {"holderIdentity": "test-2"}})),
+            &Patch::Apply(
+                json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                                 "spec": {"holderIdentity": "test-2"}}),
+            ),
         )
         .await
         .expect("patch own lease");

@@ -39,6 +39,10 @@ pub const RESOURCE_GROUP_MAX: usize = 64;
 pub const EXTRA_MAX: usize = 32;
 pub const EXTRA_KEY_MAX: usize = 64;
 pub const EXTRA_VALUE_MAX: usize = 4096;
+/// Bytes of keys and values in `spec.extraConfiguration` altogether.
+pub const EXTRA_TOTAL_MAX: usize = 16384;
+/// Characters of `spec.regionId`.
+pub const REGION_MAX: usize = 32;
 /// `extraSecretConfiguration`: at most 16 keys of at most 64 characters.
 pub const EXTRA_SECRET_MAX: usize = 16;
 /// Keys the CRD models; none of them may appear in `extraConfiguration` /
@@ -289,12 +293,12 @@ fn valid_spec_name(s: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// The CRD's `spec.regionId` rule: `^[a-z]{2}(-[a-z0-9]+)+$`, 2–64 characters.
+/// The CRD's `spec.regionId` rule: `^[a-z]{2}(-[a-z0-9]+)+$`, 2–32 characters.
 pub fn valid_region(s: &str) -> bool {
     let mut parts = s.split('-');
     let head = parts.next().unwrap_or_default();
     let rest: Vec<&str> = parts.collect();
-    s.len() <= 64
+    s.len() <= REGION_MAX
         && head.len() == 2
         && head.bytes().all(|b| b.is_ascii_lowercase())
         && !rest.is_empty()
@@ -303,6 +307,13 @@ pub fn valid_region(s: &str) -> bool {
                 && p.bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         })
+}
+
+/// The CRD's rule for extra keys: `^[A-Za-z0-9][A-Za-z0-9_.-]*$`.
+fn valid_extra_key(k: &str) -> bool {
+    let mut bytes = k.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphanumeric())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// Every `Configuration` key with its value (secrets as Get returned them: masked or not).
@@ -347,11 +358,11 @@ pub fn build_manifest(
     };
     if let Some(r) = &remote.ram_role
         && !fits(r, RAM_ROLE_MAX, |b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-')
         })
     {
         why.push(format!(
-            "RamRole {r:?} does not fit spec.ramRole (1-{RAM_ROLE_MAX} letters, digits, '.', '_' or '-')"
+            "RamRole {r:?} does not fit spec.ramRole (a RAM role name: 1-{RAM_ROLE_MAX} letters, digits, '.' or '-')"
         ));
     }
     if let Some(g) = &remote.resource_group_id
@@ -370,6 +381,12 @@ pub fn build_manifest(
     let mut extra = BTreeMap::new();
     let mut extra_secret_keys = BTreeSet::new();
     let platform_value = |k: &str, v: &Value, what: &str, why: &mut Vec<String>| match v {
+        Value::String(s) if !s.is_empty() && !s.bytes().all(|b| b.is_ascii_graphic()) => {
+            why.push(format!(
+                "Configuration key {k:?} holds spaces, control or non-ASCII characters; {field}.{what} takes printable ASCII without spaces"
+            ));
+            None
+        }
         Value::String(s) if !s.is_empty() && s.chars().count() <= PLATFORM_VALUE_MAX => {
             Some(s.clone())
         }
@@ -410,6 +427,10 @@ pub fn build_manifest(
             why.push(format!(
                 "Configuration key {k:?} is longer than {EXTRA_KEY_MAX} characters, the CRD's limit for extra keys"
             ));
+        } else if !valid_extra_key(&k) {
+            why.push(format!(
+                "Configuration key {k:?} is not an ASCII token (a letter or digit, then letters, digits, '_', '.' or '-'), which the CRD requires of extra keys"
+            ));
         } else if is_secret_entry(&k, &v) {
             if v.is_string() {
                 extra_secret_keys.insert(k);
@@ -421,6 +442,9 @@ pub fn build_manifest(
             }
         } else {
             match v {
+                Value::String(s) if s.chars().any(crate::crd::is_forbidden_char) => why.push(format!(
+                    "the value of Configuration key {k:?} holds control or invisible characters, which spec.extraConfiguration refuses"
+                )),
                 Value::String(s) if s.chars().count() <= EXTRA_VALUE_MAX => {
                     extra.insert(k, s);
                 }
@@ -445,6 +469,12 @@ pub fn build_manifest(
         why.push(format!(
             "Configuration has no {}; {field}.clientSecretRef is required, so adopting would add the key",
             keys.client_secret
+        ));
+    }
+    let extra_bytes: usize = extra.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if extra_bytes > EXTRA_TOTAL_MAX {
+        why.push(format!(
+            "the non-secret Configuration keys and values hold {extra_bytes} bytes; spec.extraConfiguration holds at most {EXTRA_TOTAL_MAX}"
         ));
     }
     if extra.len() > EXTRA_MAX {
@@ -1085,7 +1115,25 @@ mod tests {
         bad_group.resource_group_id = Some("rg_underscore".into());
         let mut no_config = dt("{}");
         no_config.configuration = None;
+        let mut underscore_role = dt(&format!("{{{base}}}"));
+        underscore_role.ram_role = Some("Role_With_Underscore".into());
         let cases: Vec<(RemoteConfiguration, &str)> = vec![
+            (
+                underscore_role,
+                "RamRole \"Role_With_Underscore\" does not fit",
+            ),
+            (
+                dt(r#"{"DingTalkClientId":"c d","DingTalkClientSecret":"******"}"#),
+                "printable ASCII without spaces",
+            ),
+            (
+                dt(&format!(r#"{{{base},"Größe":"v"}}"#)),
+                "is not an ASCII token",
+            ),
+            (
+                dt(&format!("{{{base},\"Note\":\"a\u{200b}b\"}}")),
+                "control or invisible characters",
+            ),
             (
                 dt(&format!(r#"{{{base},"Retries":3}}"#)),
                 "\"Retries\" holds a JSON number",
@@ -1373,6 +1421,8 @@ mod tests {
         let p = &spec["properties"];
         assert_eq!(p["name"]["maxLength"], SPEC_NAME_MAX);
         assert_eq!(p["ramRole"]["maxLength"], RAM_ROLE_MAX);
+        assert_eq!(p["ramRole"]["pattern"], "^[A-Za-z0-9.-]+$");
+        assert_eq!(p["regionId"]["maxLength"], REGION_MAX);
         assert_eq!(p["resourceGroupId"]["maxLength"], RESOURCE_GROUP_MAX);
         for platform in ["dingTalk", "weChat"] {
             for f in ["clientId", "templateId"] {
@@ -1397,6 +1447,8 @@ mod tests {
                 .join(" ")
         };
         let extra = rules("extraConfiguration");
+        assert!(extra.contains(&format!("<= {EXTRA_TOTAL_MAX}")));
+        assert!(extra.contains("^[A-Za-z0-9][A-Za-z0-9_.-]*$"));
         assert!(extra.contains(&format!("size(k) <= {EXTRA_KEY_MAX}")));
         assert!(extra.contains(&format!("size(self[k]) <= {EXTRA_VALUE_MAX}")));
         assert!(extra.contains("contains('secret')"));

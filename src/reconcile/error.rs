@@ -157,6 +157,8 @@ fn oos_reason(e: &OosError) -> &'static str {
             "InvalidParameter"
         }
         OosError::Credentials(_) => "CredentialsUnavailable",
+        // Refused by the client before sending (e.g. too large for any gateway).
+        OosError::InvalidRequest(_) => "InvalidParameter",
         _ if e.is_retryable() => "RemoteUnavailable",
         _ => "RemoteError",
     }

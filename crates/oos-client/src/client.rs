@@ -25,6 +25,9 @@ const USER_AGENT: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (rust; reqwest)"
 );
+/// Largest encoded query a Create or Update sends (what the gateway accepts is not published;
+/// the emulator refuses more than 64 KiB, docs/emulator.md A16).
+pub const MAX_QUERY_BYTES: usize = 64 * 1024;
 /// Stop following `NextToken` after this many pages (protects against a looping server).
 const MAX_PAGES: usize = 10_000;
 /// Code of the error an attempt gets when its key's throttle gate stays closed beyond the
@@ -884,6 +887,13 @@ fn write_params(
         params.push(("Configuration".into(), c.to_json_string()));
         scrub.extend(c.secret_values());
     }
+    // Too large for any gateway: terminal, not a transport error that would be retried forever.
+    let size = Zeroizing::new(signer::canonical_query(&params)).len();
+    if size > MAX_QUERY_BYTES {
+        return Err(OosError::InvalidRequest(format!(
+            "the request's parameters take {size} bytes encoded; at most {MAX_QUERY_BYTES} can be sent"
+        )));
+    }
     Ok((params, scrub))
 }
 
@@ -1158,6 +1168,24 @@ mod tests {
         );
         assert!(!s.contains("s3cr3t"), "{s}");
         assert_eq!(scrub_message("plain", &["zz"]), "plain");
+    }
+
+    #[test]
+    fn oversized_writes_are_refused_before_sending() {
+        let input = ChatConfigurationInput {
+            name: "n".into(),
+            chat_type: ChatType::DingTalk,
+            ram_role: None,
+            resource_group_id: None,
+            configuration: Some(ChatSettings {
+                ding_talk_client_secret: Some("x".repeat(70_000).into()),
+                ..Default::default()
+            }),
+        };
+        let err = write_params("cn-hangzhou", &input).unwrap_err();
+        assert!(matches!(err, OosError::InvalidRequest(_)), "{err}");
+        assert!(!err.is_retryable());
+        assert!(!err.to_string().contains("xxxx"), "no value in the message");
     }
 
     #[test]
