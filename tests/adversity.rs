@@ -20,6 +20,18 @@ fn status_of(obj: &ChatConfiguration) -> oos_chat_operator::crd::ChatConfigurati
     obj.status.clone().unwrap_or_default()
 }
 
+/// Registers a second access key of account `owner` with the emulator and puts it, with
+/// `secret` as its AccessKeySecret, in Secret `name` as `spec.credentialsRef` reads it.
+async fn second_key(h: &Harness, name: &str, owner: &str, secret: &str) {
+    h.emulator
+        .add_access_key(AccessKey::new(OTHER_AK_ID, OTHER_AK_SECRET).with_owner(owner));
+    h.put_secret(
+        name,
+        &[("AccessKeyId", OTHER_AK_ID), ("AccessKeySecret", secret)],
+    )
+    .await;
+}
+
 /// Waits until the object's status describes its current generation and it is Ready.
 async fn wait_converged(h: &Harness, name: &str) {
     wait_for(WAIT, || async {
@@ -46,18 +58,9 @@ async fn wait_converged(h: &Harness, name: &str) {
 #[tokio::test]
 async fn wrong_credentials_stall_without_a_retry_storm() {
     let h = Harness::start("wrongcreds", Duration::from_secs(600)).await;
-    h.emulator
-        .add_access_key(AccessKey::new(OTHER_AK_ID, OTHER_AK_SECRET).with_owner("1234567890"));
     h.put_secret("dingtalk", &[("clientSecret", CLIENT_SECRET_1)])
         .await;
-    h.put_secret(
-        "bad-creds",
-        &[
-            ("AccessKeyId", OTHER_AK_ID),
-            ("AccessKeySecret", "not-the-secret"),
-        ],
-    )
-    .await;
+    second_key(&h, "bad-creds", "1234567890", "not-the-secret").await;
     let window = Instant::now();
     let mut bad = dingtalk("bad", "tpl");
     bad["spec"]["credentialsRef"] = json!({"name": "bad-creds"});
@@ -645,18 +648,9 @@ async fn interrupted_create_and_recreate_resume_their_own_remote() {
 #[tokio::test]
 async fn blocked_deletion_names_force_orphan_and_pause_holds_it() {
     let h = Harness::start("blocked", Duration::from_secs(600)).await;
-    h.emulator
-        .add_access_key(AccessKey::new(OTHER_AK_ID, OTHER_AK_SECRET).with_owner("1234567890"));
     h.put_secret("dingtalk", &[("clientSecret", CLIENT_SECRET_1)])
         .await;
-    h.put_secret(
-        "creds",
-        &[
-            ("AccessKeyId", OTHER_AK_ID),
-            ("AccessKeySecret", OTHER_AK_SECRET),
-        ],
-    )
-    .await;
+    second_key(&h, "creds", "1234567890", OTHER_AK_SECRET).await;
     let mut m = dingtalk("orphaned", "tpl");
     m["spec"]["credentialsRef"] = json!({"name": "creds"});
     h.apply(m).await;
@@ -739,18 +733,9 @@ async fn blocked_deletion_names_force_orphan_and_pause_holds_it() {
 #[tokio::test]
 async fn credentials_of_another_account_are_reported_not_used_to_recreate() {
     let h = Harness::start("account", Duration::from_secs(600)).await;
-    h.emulator
-        .add_access_key(AccessKey::new(OTHER_AK_ID, OTHER_AK_SECRET).with_owner("999999"));
     h.put_secret("dingtalk", &[("clientSecret", CLIENT_SECRET_1)])
         .await;
-    h.put_secret(
-        "elsewhere",
-        &[
-            ("AccessKeyId", OTHER_AK_ID),
-            ("AccessKeySecret", OTHER_AK_SECRET),
-        ],
-    )
-    .await;
+    second_key(&h, "elsewhere", "999999", OTHER_AK_SECRET).await;
     h.apply(dingtalk("accounted", "tpl")).await;
     h.wait_ready("accounted", "True", Some("Synced")).await;
     let mut m = dingtalk("accounted", "tpl");

@@ -846,7 +846,6 @@ fn free_port() -> u16 {
 async fn deployment_args_run_the_operator_as_its_service_account() {
     use k8s_openapi::api::authentication::v1::TokenRequest;
     use k8s_openapi::api::core::v1::ServiceAccount;
-    use oos_emulator::{AccessKey, EmulatorConfig};
 
     let _serial = RBAC_LOCK.lock().await;
     let cp = control_plane();
@@ -890,18 +889,7 @@ async fn deployment_args_run_the_operator_as_its_service_account() {
     )
     .unwrap();
 
-    let emulator = oos_emulator::start(EmulatorConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        access_keys: vec![AccessKey {
-            id: AK_ID.into(),
-            secret: AK_SECRET.into(),
-            security_token: None,
-            owner: "1234567890".into(),
-        }],
-        ..Default::default()
-    })
-    .await
-    .expect("emulator starts");
+    let emulator = support::harness::test_emulator().await;
 
     let docs = render(BASE);
     let container = &find(&docs, "Deployment", "oos-chat-operator")["spec"]["template"]["spec"]["containers"]

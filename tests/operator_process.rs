@@ -10,7 +10,6 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use oos_chat_operator::crd::ChatConfiguration;
-use oos_emulator::{AccessKey, EmulatorConfig};
 use serde_json::json;
 use support::control_plane;
 use support::harness::{
@@ -58,13 +57,7 @@ async fn operator_process_start_logs_signals_metrics() {
 
     // With the CRD, credentials and an emulator: a real lifecycle.
     install_crd(&client).await;
-    let emulator = oos_emulator::start(EmulatorConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        access_keys: vec![AccessKey::new(AK_ID, AK_SECRET)],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let emulator = support::harness::test_emulator().await;
     let endpoint = emulator.endpoint();
     let mut args = common.to_vec();
     args.extend(["--oos-endpoint", endpoint.as_str()]);

@@ -78,8 +78,28 @@ pub struct Harness {
     pub emulator: RunningEmulator,
     pub oos: OosClient,
     pub metrics: Arc<Metrics>,
+    /// The client the controller uses (admin unless `start_with_client` says otherwise).
+    controller_kube: Client,
+    /// Namespaces the controller watches (empty: all).
+    watched: Vec<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     controller: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// An in-process emulator that knows the harness's access key.
+pub async fn test_emulator() -> RunningEmulator {
+    emulator::start(EmulatorConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        access_keys: vec![AccessKey {
+            id: AK_ID.into(),
+            secret: AK_SECRET.into(),
+            security_token: None,
+            owner: "1234567890".into(),
+        }],
+        ..Default::default()
+    })
+    .await
+    .expect("emulator starts")
 }
 
 /// How [`Harness::start_with_client`] runs the controller.
@@ -155,30 +175,36 @@ impl Harness {
 
     /// A fresh namespace and emulator, and the controller with `settings`.
     pub async fn start_with(prefix: &str, settings: Settings) -> Self {
+        Self::launch(prefix, settings, None).await
+    }
+
+    async fn launch(
+        prefix: &str,
+        settings: Settings,
+        controller: Option<ControllerClient>,
+    ) -> Self {
         log_buffer();
         let cp = control_plane();
         let client = cp.client().await;
         install_crd(&client).await;
-        let ns = cp.fresh_namespace(prefix).await;
-        let emulator = emulator::start(EmulatorConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            access_keys: vec![AccessKey {
-                id: AK_ID.into(),
-                secret: AK_SECRET.into(),
-                security_token: None,
-                owner: "1234567890".into(),
-            }],
-            ..Default::default()
-        })
-        .await
-        .expect("emulator starts");
+        let ns = match controller.as_ref().and_then(|c| c.namespace.clone()) {
+            Some(ns) => ns,
+            None => cp.fresh_namespace(prefix).await,
+        };
+        let emulator = test_emulator().await;
         let oos = oos_client(emulator.endpoint());
+        let watched = match &controller {
+            Some(c) if c.watch_all => Vec::new(),
+            _ => vec![ns.clone()],
+        };
         let mut h = Harness {
+            controller_kube: controller.map_or_else(|| client.clone(), |c| c.client),
             client,
             ns,
             emulator,
             oos,
             metrics: Arc::new(Metrics::default()),
+            watched,
             stop: None,
             controller: None,
         };
@@ -195,7 +221,7 @@ impl Harness {
         );
         self.metrics = Arc::new(Metrics::default());
         let ctx = Context::new(
-            self.client.clone(),
+            self.controller_kube.clone(),
             oos_client(self.emulator.endpoint()),
             settings,
             self.metrics.clone(),
@@ -203,7 +229,7 @@ impl Harness {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         self.controller = Some(tokio::spawn(reconcile::run(
             ctx,
-            vec![self.ns.clone()],
+            self.watched.clone(),
             4,
             async move {
                 let _ = rx.await;
@@ -231,54 +257,7 @@ impl Harness {
         resync: Duration,
         controller: ControllerClient,
     ) -> Self {
-        log_buffer();
-        let cp = control_plane();
-        let client = cp.client().await;
-        install_crd(&client).await;
-        let ns = match controller.namespace {
-            Some(ns) => ns,
-            None => cp.fresh_namespace(prefix).await,
-        };
-        let emulator = emulator::start(EmulatorConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            access_keys: vec![AccessKey {
-                id: AK_ID.into(),
-                secret: AK_SECRET.into(),
-                security_token: None,
-                owner: "1234567890".into(),
-            }],
-            ..Default::default()
-        })
-        .await
-        .expect("emulator starts");
-        let oos = oos_client(emulator.endpoint());
-        let metrics = Arc::new(Metrics::default());
-        let settings = Settings {
-            default_region: Some(REGION.into()),
-            resync_interval: resync,
-            retry_base_delay: Duration::from_millis(200),
-            retry_max_delay: Duration::from_secs(5),
-            ..Settings::default()
-        };
-        let ctx = Context::new(controller.client, oos.clone(), settings, metrics.clone());
-        let watched = if controller.watch_all {
-            Vec::new()
-        } else {
-            vec![ns.clone()]
-        };
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(reconcile::run(ctx, watched, 4, async move {
-            let _ = rx.await;
-        }));
-        Harness {
-            client,
-            ns,
-            emulator,
-            oos,
-            metrics,
-            stop: Some(tx),
-            controller: Some(handle),
-        }
+        Self::launch(prefix, test_settings(resync), Some(controller)).await
     }
 
     pub fn objects(&self) -> Api<ChatConfiguration> {
