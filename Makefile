@@ -18,12 +18,15 @@ controlplane:
 	$(CONTROLPLANE) build
 
 # The whole suite: the Dockerfile lint, unit + integration tests (real kube-apiserver + etcd,
-# in-process emulator; includes the deploy/ manifests and the GitOps health checks), then the
-# official Python SDK against the emulator. Builds/installs whatever is missing.
+# in-process emulator; includes the deploy/ manifests and the GitOps health checks), the
+# official Python SDK against the emulator, then the Kubernetes version matrix. Builds and
+# installs whatever is missing (a fresh machine: about half an hour, mostly the three
+# kube-apiserver builds; warm: a few minutes).
 test: controlplane
 	hack/hadolint.sh
 	cargo test --workspace --no-fail-fast
 	hack/conformance.sh
+	$(MAKE) test-matrix
 
 # On the oldest and newest Kubernetes that k8s-openapi 0.29 supports (each built on first use
 # and cached; cold: 7-8 minutes per version, see hack/controlplane/README.md): the controller
@@ -36,6 +39,7 @@ test-matrix:
 	  CONTROLPLANE_K8S_VERSION=$$v $(CONTROLPLANE) build >/dev/null; \
 	  CONTROLPLANE_K8S_VERSION=$$v cargo test --test controller; \
 	  CONTROLPLANE_K8S_VERSION=$$v cargo test --test deploy; \
+	  CONTROLPLANE_K8S_VERSION=$$v cargo test --test leader_election; \
 	  CONTROLPLANE_K8S_VERSION=$$v cargo test --test controlplane_smoke server_reports_pinned_version; \
 	done
 
