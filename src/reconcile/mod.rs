@@ -230,6 +230,10 @@ pub async fn run(
             let (reader, writer) = reflector::store();
             let triggers = watcher(objects, watcher::Config::default())
                 .default_backoff()
+                // No reconcile reads managedFields (status and the output Secret are written
+                // with server-side apply, which needs none), and they are most of a cached
+                // object: about 10 KiB each as a JSON tree once three managers wrote it.
+                .modify(|o: &mut ChatConfiguration| o.metadata.managed_fields = None)
                 .reflect(writer)
                 .applied_objects()
                 .predicate_filter(
