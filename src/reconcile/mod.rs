@@ -83,7 +83,10 @@ pub struct Context {
     pub inventory: Inventory,
     pub secret_index: index::SecretIndex,
     pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
+    /// Who publishes events. A `Recorder` is made per event: kube's keeps every event it
+    /// published for 6 minutes (to patch repeats into a series), about 2.7 KiB per object
+    /// while many objects converge, and this operator publishes once per change of state.
+    pub reporter: Reporter,
     /// Consecutive retryable failures per object (reset on success): its backoff exponent.
     failures: Mutex<HashMap<ObjectRef<ChatConfiguration>, u32>>,
     /// The status this process last wrote, by object UID. The reflector may hand a reconcile an
@@ -104,7 +107,7 @@ impl Context {
             instance: std::env::var("POD_NAME").ok(),
         };
         Arc::new(Self {
-            recorder: Recorder::new(kube.clone(), reporter),
+            reporter,
             kube,
             oos,
             settings,
@@ -155,7 +158,8 @@ impl Context {
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+        let recorder = Recorder::new(self.kube.clone(), self.reporter.clone());
+        if let Err(e) = recorder.publish(&ev, &obj.object_ref(&())).await {
             warn!(error = %e, "cannot publish event");
         }
     }
