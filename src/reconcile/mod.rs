@@ -25,7 +25,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
@@ -121,12 +121,36 @@ impl Context {
 
     /// The current status: our last write for this object, else what the object carries.
     fn current_status(&self, obj: &ChatConfiguration) -> ChatConfigurationStatus {
-        let written = obj
-            .metadata
-            .uid
-            .as_ref()
-            .and_then(|uid| self.written.lock().expect("written lock").get(uid).cloned());
-        written.or_else(|| obj.status.clone()).unwrap_or_default()
+        if let Some(uid) = obj.metadata.uid.as_ref() {
+            let mut written = self.written.lock().expect("written lock");
+            match written.get(uid) {
+                Some(w) if Some(w) != obj.status.as_ref() => return w.clone(),
+                // The cache shows our last write: the copy is no longer needed.
+                Some(_) => {
+                    written.remove(uid);
+                }
+                None => {}
+            }
+        }
+        obj.status.clone().unwrap_or_default()
+    }
+
+    /// Called for every object the watch delivers: once the cache holds the status this
+    /// process last wrote, the copy kept against stale reads is dropped (it would otherwise
+    /// stay until the object's next reconcile, a resync interval later: about 1.6 KiB per
+    /// object while many converge). The watch never goes back to an older version, so the
+    /// copy is not needed again until the next write.
+    fn observed(&self, obj: &ChatConfiguration) {
+        let Some(uid) = obj.metadata.uid.as_ref() else {
+            return;
+        };
+        let mut written = self.written.lock().expect("written lock");
+        if written
+            .get(uid)
+            .is_some_and(|w| Some(w) == obj.status.as_ref())
+        {
+            written.remove(uid);
+        }
     }
 
     /// Writes `status` if it differs from the current one; remembers what was written.
@@ -232,6 +256,7 @@ pub async fn run(
                     None => (Api::all(ctx.kube.clone()), Api::all(ctx.kube.clone())),
                 };
             let (reader, writer) = reflector::store();
+            let seen = ctx.clone();
             let triggers = watcher(objects, watcher::Config::default())
                 .default_backoff()
                 // No reconcile reads managedFields (status and the output Secret are written
@@ -240,6 +265,10 @@ pub async fn run(
                 .modify(|o: &mut ChatConfiguration| o.metadata.managed_fields = None)
                 .reflect(writer)
                 .applied_objects()
+                .map_ok(move |o| {
+                    seen.observed(&o);
+                    o
+                })
                 .predicate_filter(
                     trigger_hash,
                     kube::runtime::utils::PredicateConfig::default()
