@@ -1077,12 +1077,17 @@ async fn converge(
 
     let calls = emulator.calls().await?;
     let by_code = emulator.calls_by_code().await?;
+    // The emulator's log of the last 10,000 requests, for timing breakdowns.
+    std::fs::write(
+        ctx.log_dir.join("converge-requests.json"),
+        serde_json::to_vec(&emulator.get("/requests").await?)?,
+    )?;
     let writes1 = cp.writes().await?;
     let own = BTreeMap::from([("chatconfigurations POST".to_string(), n as f64)]);
     let w = delta(&writes0, &writes1, &own);
     let (api1, etcd1) = cp.cpu();
-    // (apply offset, latency) per object, for the timeline below.
-    let points: Vec<(f64, f64)> = {
+    // (apply offset, latency, name) per object, for the timeline and the slowest below.
+    let mut points: Vec<(f64, f64, &String)> = {
         let g = ready.lock().unwrap();
         applied
             .iter()
@@ -1090,11 +1095,19 @@ async fn converge(
                 (
                     at.duration_since(t0).as_secs_f64(),
                     g.first_ready[name].saturating_duration_since(*at).as_secs_f64(),
+                    name,
                 )
             })
             .collect()
     };
     let lat: Vec<f64> = points.iter().map(|p| p.1).collect();
+    points.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap());
+    let slowest: Vec<Value> = points
+        .iter()
+        .take(10)
+        .map(|(at, lat, name)| json!({"name": name, "applied_at_s": round3(*at), "latency_s": round3(*lat)}))
+        .collect();
+    let points: Vec<(f64, f64)> = points.iter().map(|p| (p.0, p.1)).collect();
     let floor = floor_calls(n);
     let remote_total = total(&calls);
     let k8s_total = operator_writes(&w);
@@ -1106,6 +1119,7 @@ async fn converge(
         "all_ready_s": round3(all_ready.duration_since(t0).as_secs_f64()),
         "apply_to_ready": latency_summary(lat),
         "apply_to_ready_timeline": timeline(&points, 5.0),
+        "slowest": slowest,
         "remote_calls": btree_json(&calls),
         "remote_calls_by_answer": by_code,
         "remote_calls_total": remote_total,
