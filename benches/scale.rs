@@ -149,7 +149,10 @@ fn stop_child(name: &str, child: &mut Child) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    eprintln!("bench: {name} (pid {}) ignored SIGTERM; SIGKILL", child.id());
+    eprintln!(
+        "bench: {name} (pid {}) ignored SIGTERM; SIGKILL",
+        child.id()
+    );
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -162,7 +165,10 @@ fn controlplane_down(dir: &Path) {
         .stdout(Stdio::null())
         .status();
     if !matches!(status, Ok(s) if s.success()) {
-        eprintln!("bench: hack/controlplane.sh down --dir {} failed", dir.display());
+        eprintln!(
+            "bench: hack/controlplane.sh down --dir {} failed",
+            dir.display()
+        );
     }
 }
 
@@ -340,9 +346,8 @@ impl ControlPlane {
         let kc = Kubeconfig::read_from(kubeconfig)?;
         let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
         let client = Client::try_from(config)?;
-        let pid = |f: &str| -> Result<u32> {
-            Ok(std::fs::read_to_string(dir.join(f))?.trim().parse()?)
-        };
+        let pid =
+            |f: &str| -> Result<u32> { Ok(std::fs::read_to_string(dir.join(f))?.trim().parse()?) };
         Ok(Self {
             apiserver_pid: pid("kube-apiserver.pid")?,
             etcd_pid: pid("etcd.pid")?,
@@ -637,7 +642,10 @@ async fn wait_all_ready(
             return Ok(last.expect("n > 0"));
         }
         if Instant::now() > deadline {
-            bail!("{what}: only {count} of {n} Ready after {} s", timeout.as_secs());
+            bail!(
+                "{what}: only {count} of {n} Ready after {} s",
+                timeout.as_secs()
+            );
         }
         if last_print.elapsed() > Duration::from_secs(10) {
             eprintln!("bench: {what}: {count}/{n} Ready");
@@ -684,7 +692,10 @@ impl Emulator {
                 break (e, a);
             }
             ensure!(proc.alive(), "oos-emulator exited; see {}", log.display());
-            ensure!(Instant::now() < deadline, "oos-emulator printed no address in 10 s");
+            ensure!(
+                Instant::now() < deadline,
+                "oos-emulator printed no address in 10 s"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         Ok(Self {
@@ -842,7 +853,11 @@ impl Operator {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             ensure!(op.proc.alive(), "operator exited; see {}", log.display());
-            ensure!(Instant::now() < deadline, "operator not up in 30 s; see {}", log.display());
+            ensure!(
+                Instant::now() < deadline,
+                "operator not up in 30 s; see {}",
+                log.display()
+            );
             let healthy = http
                 .get(format!("http://{metrics}/healthz"))
                 .send()
@@ -993,7 +1008,10 @@ async fn run_size_on(ctx: &Ctx<'_>, cp: &ControlPlane) -> Result<Value> {
     let emulator = Emulator::start(&args.emulator_bin, &ctx.log_dir.join("emulator.log")).await?;
     let t = Instant::now();
     create_secrets(client, NAMESPACE, n).await?;
-    eprintln!("bench: N={n}: {n} Secrets in {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "bench: N={n}: {n} Secrets in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     let mut extra = leader_elect_args(&args.operator_bin);
     extra.extend(args.operator_args.iter().cloned());
@@ -1063,13 +1081,7 @@ async fn converge(
     eprintln!("bench: N={n}: applying {n} ChatConfigurations");
 
     let t0 = Instant::now();
-    let applied = apply_objects(
-        &cp.client,
-        NAMESPACE,
-        n,
-        ctx.args.apply_concurrency,
-    )
-    .await?;
+    let applied = apply_objects(&cp.client, NAMESPACE, n, ctx.args.apply_concurrency).await?;
     let apply_done = applied.values().max().copied().unwrap_or(t0);
     let all_ready = wait_all_ready(&ready, n, ctx.timeout, "converge").await;
     watch.abort();
@@ -1094,7 +1106,9 @@ async fn converge(
             .map(|(name, at)| {
                 (
                     at.duration_since(t0).as_secs_f64(),
-                    g.first_ready[name].saturating_duration_since(*at).as_secs_f64(),
+                    g.first_ready[name]
+                        .saturating_duration_since(*at)
+                        .as_secs_f64(),
                     name,
                 )
             })
@@ -1217,8 +1231,12 @@ async fn rotation(
     for j in 0..r {
         let i = j * n / r;
         let patch = json!({"data": {"clientSecret": ByteString(secret_value(i, 2))}});
-        api.patch(&secret_name(i), &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+        api.patch(
+            &secret_name(i),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
         edited.insert(object_name(i), Utc::now());
     }
     let edit_window = t0.elapsed();
@@ -1281,7 +1299,10 @@ fn qps_limit_for(args: &Args, n: u64) -> Result<u64> {
     if args.qps_limit == "auto" {
         Ok((n / 25).clamp(10, 100))
     } else {
-        Ok(args.qps_limit.parse().context("--qps-limit: a number or auto")?)
+        Ok(args
+            .qps_limit
+            .parse()
+            .context("--qps-limit: a number or auto")?)
     }
 }
 
@@ -1415,7 +1436,10 @@ fn print_summary(r: &Value) {
     );
     println!(
         "  k8s writes {} = {} (floor 2N = {}, ratio {:.3})",
-        c["k8s_writes_total"], c["k8s_writes"], c["k8s_floor"], f(&c["k8s_ratio"])
+        c["k8s_writes_total"],
+        c["k8s_writes"],
+        c["k8s_floor"],
+        f(&c["k8s_ratio"])
     );
     println!(
         "  operator CPU {:.2} s, apiserver {:.2} s, etcd {:.2} s; load {} → {}",
@@ -1427,10 +1451,16 @@ fn print_summary(r: &Value) {
     );
     let s = &r["steady"]["per_interval"];
     if !s.is_null() {
-    println!(
-        "steady (per interval): List pages {} (target {}), Gets {} (target 0), remote writes {} (target 0), status writes {} (target 0), k8s writes {}, reconciles {}",
-        s["list_pages"], s["list_pages_target"], s["gets"], s["remote_writes"], s["status_writes"], s["k8s_writes"], s["reconciles"]
-    );
+        println!(
+            "steady (per interval): List pages {} (target {}), Gets {} (target 0), remote writes {} (target 0), status writes {} (target 0), k8s writes {}, reconciles {}",
+            s["list_pages"],
+            s["list_pages_target"],
+            s["gets"],
+            s["remote_writes"],
+            s["status_writes"],
+            s["k8s_writes"],
+            s["reconciles"]
+        );
     }
     let rot = &r["rotation"];
     if !rot.is_null() {
@@ -1491,13 +1521,18 @@ async fn run(args: Args) -> Result<()> {
         "sizes": [],
     });
     let path = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from(format!("target/bench/scale-{}.json", started.format("%Y%m%dT%H%M%SZ")))
+        PathBuf::from(format!(
+            "target/bench/scale-{}.json",
+            started.format("%Y%m%dT%H%M%SZ")
+        ))
     });
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     for &n in &args.sizes {
-        let r = run_size(&args, n).await.with_context(|| format!("N = {n}"))?;
+        let r = run_size(&args, n)
+            .await
+            .with_context(|| format!("N = {n}"))?;
         print_summary(&r);
         out["sizes"].as_array_mut().unwrap().push(r);
         out["machine"]["load_at_end"] = json!(loadavg());

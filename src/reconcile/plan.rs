@@ -1039,7 +1039,13 @@ mod tests {
             Plan::Nothing
         );
         assert_eq!(
-            plan(&d, &owned(0, 1), Some(&created_only), Some(&detail_matching())).plan,
+            plan(
+                &d,
+                &owned(0, 1),
+                Some(&created_only),
+                Some(&detail_matching())
+            )
+            .plan,
             Plan::Nothing
         );
     }
