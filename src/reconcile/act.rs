@@ -391,12 +391,27 @@ async fn create(
         "created remote chat configuration"
     );
     ctx.metrics.remote_write("CreateChatConfiguration");
-    // Ownership is recorded from the answer before anything else can fail.
+    // Ownership is recorded from the answer before anything else can fail, and so is what the
+    // remote now holds (exactly what was sent) in status and in the inventory: if the Get
+    // below fails (throttled, say), the retry plans on them and needs only that Get, instead
+    // of a Recreate (the inventory predates this Create: AlreadyExists) and an Update that
+    // re-sends the secrets (no applied hashes recorded).
     if let Some(created) = stamp.created_date {
         status.ownership = Some("Created".into());
         status.created_date = Some(rfc3339(created));
         status.updated_date = stamp.updated_date.map(rfc3339);
+        status.last_applied_spec_hash = Some(inputs.desired.spec_hash.clone());
+        status.last_applied_secret_hash = Some(inputs.desired.secret_hash.clone());
         clear_pending(status);
+        let answered = ChatConfigurationSummary {
+            name: target.name.clone(),
+            chat_type: input.chat_type.clone(),
+            ram_role: input.ram_role.clone(),
+            outputs: None,
+            created_date: stamp.created_date,
+            updated_date: stamp.updated_date,
+        };
+        ctx.inventory.upsert(&target.key, answered).await;
     }
     ctx.event(
         obj,

@@ -1,14 +1,19 @@
 //! Maps a Secret to exactly the ChatConfigurations that read it, so a Secret event wakes only
 //! those objects. Filled by each reconcile with the object's current references.
+//!
+//! Kept small (one entry per object in each direction, plain names, short vectors): with
+//! `ObjectRef` keys (which carry the resourceVersion and UID they were made from) and a hash
+//! set per entry it took about 1 KiB per object.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use kube::runtime::reflector::ObjectRef;
 
 use crate::crd::ChatConfiguration;
 
-type SecretKey = (String, String); // (namespace, name)
+/// (namespace, name): a Secret, or a ChatConfiguration.
+type Key = (String, String);
 
 #[derive(Default, Clone)]
 pub struct SecretIndex {
@@ -17,41 +22,61 @@ pub struct SecretIndex {
 
 #[derive(Default)]
 struct Inner {
-    by_secret: HashMap<SecretKey, HashSet<ObjectRef<ChatConfiguration>>>,
-    by_object: HashMap<ObjectRef<ChatConfiguration>, HashSet<SecretKey>>,
+    /// Secret → the objects reading it.
+    by_secret: HashMap<Key, Vec<String>>,
+    /// Object → the Secrets it reads (all in its namespace).
+    by_object: HashMap<Key, Vec<String>>,
+}
+
+fn key_of(object: &ObjectRef<ChatConfiguration>, namespace: &str) -> Key {
+    (
+        object
+            .namespace
+            .clone()
+            .unwrap_or_else(|| namespace.to_string()),
+        object.name.clone(),
+    )
 }
 
 impl SecretIndex {
-    /// Replaces the Secrets `object` references.
+    /// Replaces the Secrets `object` references (Secrets of its namespace; `namespace` is
+    /// used for an object without one).
     pub fn set(
         &self,
         object: ObjectRef<ChatConfiguration>,
         namespace: &str,
         secrets: impl IntoIterator<Item = String>,
     ) {
-        let keys: HashSet<SecretKey> = secrets
-            .into_iter()
-            .map(|s| (namespace.to_string(), s))
-            .collect();
+        let mut names: Vec<String> = secrets.into_iter().collect();
+        names.sort();
+        names.dedup();
+        let key = key_of(&object, namespace);
         let mut inner = self.inner.write().expect("index lock");
-        let old = inner.by_object.remove(&object).unwrap_or_default();
-        for k in old.difference(&keys) {
-            if let Some(set) = inner.by_secret.get_mut(k) {
-                set.remove(&object);
-                if set.is_empty() {
-                    inner.by_secret.remove(k);
+        if inner.by_object.get(&key).is_some_and(|old| *old == names) {
+            return;
+        }
+        let old = inner.by_object.remove(&key).unwrap_or_default();
+        for secret in old.iter().filter(|s| !names.contains(s)) {
+            let skey = (key.0.clone(), secret.clone());
+            if let Some(users) = inner.by_secret.get_mut(&skey) {
+                users.retain(|u| *u != key.1);
+                if users.is_empty() {
+                    inner.by_secret.remove(&skey);
                 }
             }
         }
-        for k in &keys {
-            inner
+        for secret in &names {
+            let users = inner
                 .by_secret
-                .entry(k.clone())
-                .or_default()
-                .insert(object.clone());
+                .entry((key.0.clone(), secret.clone()))
+                .or_default();
+            if !users.contains(&key.1) {
+                users.push(key.1.clone());
+            }
         }
-        if !keys.is_empty() {
-            inner.by_object.insert(object, keys);
+        if !names.is_empty() {
+            names.shrink_to_fit();
+            inner.by_object.insert(key, names);
         }
     }
 
@@ -64,7 +89,12 @@ impl SecretIndex {
         inner
             .by_secret
             .get(&(namespace.to_string(), name.to_string()))
-            .map(|s| s.iter().cloned().collect())
+            .map(|users| {
+                users
+                    .iter()
+                    .map(|u| ObjectRef::new(u).within(namespace))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

@@ -79,12 +79,18 @@ impl Inventory {
             .as_ref()
             .is_none_or(|s| s.fetched_at.elapsed() >= max_age);
         if stale || force {
+            // Dropped first, so the old and the new listing are never both held (a stale
+            // snapshot is listed again on the next lookup anyway if this List fails).
+            slot.snapshot = None;
             let items = client
                 .list_chat_configurations(&key.region, &[], Some(100))
                 .await?;
             slot.snapshot = Some(Snapshot {
                 fetched_at: Instant::now(),
-                items: items.into_iter().map(|i| (i.name.clone(), i)).collect(),
+                items: items
+                    .into_iter()
+                    .map(|i| (i.name.clone(), compact(i)))
+                    .collect(),
             });
             self.record_size(key, &slot);
         }
@@ -99,7 +105,7 @@ impl Inventory {
         let slot = self.slot(key);
         let mut slot = slot.lock().await;
         if let Some(s) = slot.snapshot.as_mut() {
-            s.items.insert(item.name.clone(), item);
+            s.items.insert(item.name.clone(), compact(item));
         }
         self.record_size(key, &slot);
     }
@@ -112,4 +118,16 @@ impl Inventory {
         }
         self.record_size(key, &slot);
     }
+}
+
+/// Frees what an item keeps for nothing: `Outputs` parses into a map and takes `URL` and
+/// `AesKey` out of it, which leaves an empty but allocated map in nearly every item (about
+/// 0.6 KiB each: a third of the inventory at N = 5,000).
+fn compact(mut item: ChatConfigurationSummary) -> ChatConfigurationSummary {
+    if let Some(o) = item.outputs.as_mut()
+        && o.extra.is_empty()
+    {
+        o.extra = Default::default();
+    }
+    item
 }

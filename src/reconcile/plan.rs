@@ -158,7 +158,9 @@ pub fn needs_detail(
     remote: &RemoteSummary,
     forced: bool,
 ) -> bool {
-    if forced || recorded.pending.is_some() {
+    // No webhook URL yet: the remote is known only from our own Create's answer (Name and
+    // dates), whose Get did not happen.
+    if forced || recorded.pending.is_some() || remote.webhook_url.is_none() {
         return true;
     }
     let owned = recorded.owns() && recorded.created_date == remote.created_date;
@@ -1012,6 +1014,39 @@ mod tests {
         assert!(
             needs_detail(&rotated, &owned(0, 1), &remote(0, 1), false),
             "a rotation writes, so it is fenced on a fresh Get"
+        );
+        let created_only = RemoteSummary {
+            webhook_url: None,
+            ..remote(0, 1)
+        };
+        assert!(
+            needs_detail(&d, &owned(0, 1), &created_only, false),
+            "known only from our Create's answer: the webhook URL needs a Get"
+        );
+    }
+
+    #[test]
+    fn create_whose_get_failed_is_neither_recreated_nor_updated() {
+        // act::create records the applied hashes and the Create's answer (no outputs) in the
+        // inventory before its Get; if that Get fails, the retry plans on them.
+        let d = desired();
+        let created_only = RemoteSummary {
+            webhook_url: None,
+            ..remote(0, 1)
+        };
+        assert_eq!(
+            plan(&d, &owned(0, 1), Some(&created_only), None).plan,
+            Plan::Nothing
+        );
+        assert_eq!(
+            plan(
+                &d,
+                &owned(0, 1),
+                Some(&created_only),
+                Some(&detail_matching())
+            )
+            .plan,
+            Plan::Nothing
         );
     }
 
