@@ -264,7 +264,14 @@ pub async fn run(
                 // No reconcile reads managedFields (status and the output Secret are written
                 // with server-side apply, which needs none), and they are most of a cached
                 // object: about 10 KiB each as a JSON tree once three managers wrote it.
-                .modify(|o: &mut ChatConfiguration| o.metadata.managed_fields = None)
+                .modify(|o: &mut ChatConfiguration| {
+                    o.metadata.managed_fields = None;
+                    // A copy of the whole object that `kubectl apply` (client-side) keeps;
+                    // nothing here reads it, and the spec's changes show in the generation.
+                    if let Some(a) = o.metadata.annotations.as_mut() {
+                        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+                    }
+                })
                 .reflect(writer)
                 .applied_objects()
                 .map_ok(move |o| {
