@@ -79,6 +79,9 @@ async fn wrong_credentials_stall_without_a_retry_storm() {
 
     tokio::time::sleep(Duration::from_secs(60).saturating_sub(window.elapsed())).await;
     let calls = h.calls_by_key(OTHER_AK_ID);
+    eprintln!(
+        "wrong credentials: {calls} signed requests in 60 s; the healthy object was Ready after {good_ready_after:?}"
+    );
     assert!(
         (1..=8).contains(&calls),
         "{calls} signed requests with the wrong key in 60 s (at most 8)"
@@ -157,6 +160,9 @@ async fn terminal_create_error_stalls_after_one_attempt() {
     assert!(
         writes_when_stalled <= 2,
         "{writes_when_stalled} status writes"
+    );
+    eprintln!(
+        "terminal InvalidParameter on Create: 1 Create, 0 Get, {writes_when_stalled} status writes, none in the next 10 s"
     );
 
     // The service would accept the fixed spec: one more Create, then Ready.
