@@ -9,10 +9,12 @@
 # The Rust toolchain the project is developed and tested with (workspace rust-version 1.89).
 FROM rust:1.95.0-bookworm AS workspace
 WORKDIR /src
-# Everything the workspace manifests reference: the root package (src/), the member crates
-# (crates/*, including their tests/ and benches/ targets, which cargo checks for) and the lock.
+# Everything the workspace manifests reference: the root package (src/ and the benches/ its
+# manifest declares), the member crates (crates/*, including their tests/ and benches/
+# targets, which cargo checks for) and the lock.
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY benches ./benches
 COPY crates ./crates
 
 # The cache mounts speed up rebuilds; each binary is copied out of them in the same step.

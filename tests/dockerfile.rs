@@ -320,9 +320,30 @@ fn copy_tree(from: &Path, rel: &str, to: &Path, ignore: &Ignore) {
     }
 }
 
+/// The host's target triple. The checks are offline and limited to it: a fresh machine has
+/// downloaded only the host's crates (`cargo test` fetched them), not those that only other
+/// platforms need (e.g. `android_system_properties`).
+fn host_triple() -> String {
+    let out = Command::new(std::env::var_os("RUSTC").unwrap_or("rustc".into()))
+        .arg("-vV")
+        .output()
+        .expect("run rustc -vV");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .expect("rustc -vV names the host")
+        .to_string()
+}
+
 fn cargo(dir: &Path, args: &[&str]) -> Output {
+    let platform = match args.first() {
+        Some(&"metadata") => vec!["--filter-platform".to_string(), host_triple()],
+        Some(&"fetch") => vec!["--target".to_string(), host_triple()],
+        _ => Vec::new(),
+    };
     Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()))
         .args(args)
+        .args(platform)
         .current_dir(dir)
         // Never touch the real target dir or write a lock file next to the copy.
         .env("CARGO_TARGET_DIR", dir.join("target"))
