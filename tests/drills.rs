@@ -1322,3 +1322,88 @@ async fn gap_converged(apis: &Apis, e: &Emulator, m: &Model, gap: &Gap) -> Resul
 /// The drills share one control plane and restart its kube-apiserver: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// A Create that the service holds past the client's timeout still commits when it is done
+/// (a "zombie"). If the operator dies while it waits for the answer and the object is deleted
+/// meanwhile, the next operator must not release the object before that Create has landed:
+/// otherwise the configuration it makes belongs to no one (a leak).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zombie_create_after_kill_and_delete_is_not_leaked() {
+    let _serial = SERIAL.lock().await;
+    let cp = control_plane();
+    let client = cp.client().await;
+    install_crd(&client).await;
+    let ns = cp.fresh_namespace("zombie").await;
+    let apis = Apis::new(client.clone(), &ns);
+    let dir = tempfile::tempdir().unwrap();
+    let mut emulator = Emulator::new(emulator_bin(), dir.path().join("state.json"));
+    emulator.start();
+    emulator
+        .set_faults(&json!({"rules": [{"kind": "stall", "stall_ms": 8000,
+            "action": "CreateChatConfiguration", "remaining": 1}]}))
+        .await;
+    let args = operator_args(&ns, &emulator.endpoint());
+    let mut operator = start_operator(&args);
+    let o = Obj {
+        name: "zombie".into(),
+        kind: Kind::DingTalk,
+        policy: Some("Delete"),
+        template: "tpl".into(),
+        role: "OOSServiceRole",
+        secret: "sec-zombie".into(),
+        history: vec![],
+    };
+    put_secret(&apis, &o).await;
+    apply(&apis, &o).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while emulator.get("/calls?by=code").await["CreateChatConfiguration"]["stall"] != 1 {
+        assert!(Instant::now() < deadline, "no Create:\n{}", operator.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stalled_at = Instant::now();
+    operator.kill9();
+    let dp = DeleteParams::default();
+    retry("delete", || apis.objects.delete(&o.name, &dp)).await;
+    let mut operator = start_operator(&args);
+    // The object waits, and says why, until the held Create can no longer land (the client's
+    // 60 s retry budget + twice --oos-timeout after the intent); then it is looked at again,
+    // what the Create made is deleted, and the object goes.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut said_why = false;
+    while let Some(obj) = retry("get", || apis.objects.get_opt(&o.name)).await {
+        said_why |= condition(&obj, "Ready") == Some(("False", "CreateInFlight"));
+        assert!(
+            Instant::now() < deadline,
+            "finalizer stuck:\n{}",
+            operator.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let released = stalled_at.elapsed();
+    assert!(said_why, "Ready=False CreateInFlight while waiting");
+    assert!(
+        released > Duration::from_secs(8),
+        "released before the held Create ran"
+    );
+    // The held Create has run by now.
+    tokio::time::sleep(Duration::from_secs(9).saturating_sub(stalled_at.elapsed())).await;
+    let answers = emulator.get("/calls?by=code").await;
+    let state = emulator.state().await;
+    say!(
+        "zombie create: object released {released:?} after the Create was held; remote now {}; {answers}",
+        if state.contains_key("zombie") {
+            "LEAKED"
+        } else {
+            "absent"
+        }
+    );
+    assert!(
+        !state.contains_key("zombie"),
+        "the held Create landed after the object was released: a leaked configuration\n{}",
+        operator.log()
+    );
+    let gets: u64 = answers["GetChatConfiguration"]
+        .as_object()
+        .map_or(0, |a| a.values().filter_map(Value::as_u64).sum());
+    assert!(gets <= 3, "{gets} Gets while waiting: no polling");
+    assert!(operator.is_running());
+}

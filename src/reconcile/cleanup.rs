@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use chrono::Utc;
+
 use k8s_openapi::api::core::v1::Namespace;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -120,7 +122,18 @@ async fn fenced_delete(
         region: region.clone(),
     };
     match fence {
-        Fence::Gone => {}
+        Fence::Gone => {
+            let settle = chrono::Duration::from_std(ctx.settings.create_settle)
+                .unwrap_or(chrono::Duration::MAX);
+            if let Some(until) = plan::pending_create_settles_at(recorded, Utc::now(), settle) {
+                // A late Create would make a configuration no object owns: look again then.
+                let wait = (until - Utc::now()).to_std().unwrap_or_default();
+                return Err(Error::CreateInFlight {
+                    until: status::rfc3339(until),
+                    wait: wait + std::time::Duration::from_secs(1),
+                });
+            }
+        }
         Fence::NotOwned => {
             warn!(object = %object_key(obj), name, "remote chat configuration is not the one this object created; leaving it");
             ctx.event(

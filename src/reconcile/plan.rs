@@ -443,6 +443,19 @@ pub fn delete_fence(
     }
 }
 
+/// A deletion that finds no remote while this object has a Create whose answer was lost must not
+/// release the object yet: the service may still commit that Create (a request it held past the
+/// client's timeout, or one sent just before a crash), and the configuration would then belong to
+/// no one. Until `requested_at + settle` the object is kept; returns that time while it is ahead.
+pub fn pending_create_settles_at(
+    recorded: &Recorded,
+    now: DateTime<Utc>,
+    settle: Duration,
+) -> Option<DateTime<Utc>> {
+    let until = recorded.pending.as_ref()?.requested_at + settle;
+    (until > now).then_some(until)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1012,6 +1025,34 @@ mod tests {
         assert!(
             needs_detail(&rotated, &owned(0, 1), &remote(0, 1), false),
             "a rotation writes, so it is fenced on a fresh Get"
+        );
+    }
+
+    #[test]
+    fn deletion_waits_for_a_pending_create_to_settle() {
+        let settle = Duration::seconds(90);
+        let pending = Recorded {
+            pending: Some(pending(10, "sec-1")),
+            ..Default::default()
+        };
+        assert_eq!(
+            pending_create_settles_at(&pending, t(10), settle),
+            Some(t(10) + settle),
+            "just sent: wait"
+        );
+        assert_eq!(
+            pending_create_settles_at(&pending, t(11), settle),
+            Some(t(10) + settle)
+        );
+        assert_eq!(
+            pending_create_settles_at(&pending, t(12), settle),
+            None,
+            "settled"
+        );
+        assert_eq!(
+            pending_create_settles_at(&owned(0, 1), t(10), settle),
+            None,
+            "no Create in doubt"
         );
     }
 
