@@ -1407,3 +1407,142 @@ async fn zombie_create_after_kill_and_delete_is_not_leaked() {
     assert!(gets <= 3, "{gets} Gets while waiting: no polling");
     assert!(operator.is_running());
 }
+
+/// A foreign configuration identical to what an object sends (someone created the same bot by
+/// hand a day ago) that the operator's inventory has not listed yet. The first Create attempt
+/// is lost (connection reset), the client's retry answers `EntityAlreadyExists`: that must not
+/// make the day-old configuration this object's own. With `adoptionPolicy: Refuse` the object
+/// stalls with `AlreadyExists`, and deleting it leaves the configuration alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_foreign_remote_is_not_taken_over_after_a_lost_create() {
+    let _serial = SERIAL.lock().await;
+    let cp = control_plane();
+    let client = cp.client().await;
+    install_crd(&client).await;
+    let ns = cp.fresh_namespace("twin").await;
+    let apis = Apis::new(client.clone(), &ns);
+    let dir = tempfile::tempdir().unwrap();
+    let mut emulator = Emulator::new(emulator_bin(), dir.path().join("state.json"));
+    emulator.start();
+    let mut args = operator_args(&ns, &emulator.endpoint());
+    // The inventory listed once, at the first object, and not again during the test.
+    let resync = args.iter().position(|a| a == "--resync-interval").unwrap();
+    args[resync + 1] = "10m".into();
+    let operator = start_operator(&args);
+    let obj = |name: &str| Obj {
+        name: name.into(),
+        kind: Kind::DingTalk,
+        policy: Some("Delete"),
+        template: "tpl".into(),
+        role: "OOSServiceRole",
+        secret: format!("sec-{name}"),
+        history: vec![],
+    };
+    let first = obj("first");
+    put_secret(&apis, &first).await;
+    apply(&apis, &first).await;
+    let ready = |name: &'static str, reason: &'static str| {
+        let apis = apis.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let o = retry("get", || apis.objects.get_opt(name)).await;
+                let got = o.as_ref().and_then(|o| {
+                    condition(o, "Ready").map(|(s, r)| (s.to_string(), r.to_string()))
+                });
+                if got.as_ref().is_some_and(|(_, r)| r == reason) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{name}: Ready {got:?}, expected {reason}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    ready("first", "Synced").await;
+
+    // The twin, a day old, written into the state file while the emulator is down.
+    emulator.kill9();
+    let mut file: Value =
+        serde_json::from_str(&std::fs::read_to_string(&emulator.state_file).unwrap()).unwrap();
+    let day_ago = (chrono::Utc::now() - chrono::Duration::days(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut twin = file["records"][0].clone();
+    twin["name"] = json!("twin");
+    twin["configuration"] = json!({"DingTalkClientId": "cid-twin", "DingTalkTemplateId": "tpl",
+        "DingTalkClientSecret": "someone-elses"});
+    twin["created"] = json!(day_ago);
+    twin["updated"] = json!(day_ago);
+    twin["url"] = json!(format!(
+        "https://1234567890123456.appflow.aliyunnest.com/webhook/{}",
+        "0".repeat(32)
+    ));
+    file["records"].as_array_mut().unwrap().push(twin);
+    std::fs::write(&emulator.state_file, file.to_string()).unwrap();
+    emulator.start();
+    let before = emulator.state().await.get("twin").cloned().expect("twin");
+    emulator
+        .set_faults(
+            &json!({"rules": [{"kind": "reset", "action": "CreateChatConfiguration",
+            "remaining": 1}]}),
+        )
+        .await;
+
+    let twin = obj("twin");
+    put_secret(&apis, &twin).await;
+    apply(&apis, &twin).await;
+    ready("twin", "AlreadyExists").await;
+    let o = retry("get", || apis.objects.get_opt("twin")).await.unwrap();
+    assert!(
+        o.status.and_then(|s| s.ownership).is_none(),
+        "not recorded as its own"
+    );
+    let dp = DeleteParams::default();
+    retry("delete", || apis.objects.delete("twin", &dp)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while retry("get", || apis.objects.get_opt("twin"))
+        .await
+        .is_some()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "finalizer stuck:\n{}",
+            operator.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        emulator.state().await.get("twin"),
+        Some(&before),
+        "the day-old configuration is untouched"
+    );
+    let requests = emulator.get("/requests").await;
+    let writes: Vec<&Value> = requests
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["params"]["Name"] == "twin"
+                && matches!(
+                    r["action"].as_str(),
+                    Some("UpdateChatConfiguration" | "DeleteChatConfiguration")
+                )
+        })
+        .collect();
+    assert!(writes.is_empty(), "no write to it: {writes:?}");
+    let creates = &emulator.get("/calls?by=code").await["CreateChatConfiguration"];
+    assert_eq!(
+        (
+            &creates["reset"],
+            &creates["EntityAlreadyExists.ChatConfiguration"]
+        ),
+        (&json!(1), &json!(1)),
+        "a lost attempt, then the retry's EntityAlreadyExists: {creates}"
+    );
+    say!(
+        "identical foreign remote: kept untouched after a lost Create ({} requests)",
+        requests.as_array().unwrap().len()
+    );
+}

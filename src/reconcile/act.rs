@@ -368,6 +368,18 @@ async fn create(
         .create_chat_configuration(target.region(), input)
         .await
     {
+        // After a lost attempt the client takes `EntityAlreadyExists` for its own success when
+        // the configuration matches what was sent; one created before this request (beyond the
+        // clock-skew margin the recorded intent allows too) is someone else's, however alike.
+        Ok(stamp)
+            if stamp
+                .created_date
+                .is_some_and(|c| c < requested - plan::CREATE_CLOCK_SKEW) =>
+        {
+            clear_pending(status);
+            let seen = observe::get_remote(&target.oos, target.region(), &target.name).await?;
+            return Ok(Created::AlreadyExists(seen));
+        }
         Ok(stamp) => stamp,
         Err(e) if e.is_already_exists() => {
             // This attempt created nothing; the configuration holding the name is either an
