@@ -11,7 +11,8 @@
 //!   must carry on without restarting (same pid);
 //! - the operator's watches expire: its kube-apiserver goes away, objects and Secrets change
 //!   through a second kube-apiserver, etcd is compacted, and the first one comes back, so the
-//!   resumed watches can only get 410 Gone and must re-list.
+//!   resumed watches can only get 410 Gone and must re-list; what changed in the gap must
+//!   converge before the drill goes on.
 //!
 //! Then faults stop and the drill waits until the remote set (`GET /state`, secrets from the
 //! state file) is exactly what the objects say: each live object's remote with its last spec
@@ -20,9 +21,14 @@
 //! one that an `adoptionPolicy: Refuse` object collides with stay byte for byte as they were),
 //! no object stuck on its finalizer, every object Ready.
 //!
+//! Two scenarios the random drill reaches only rarely run deterministically beside it:
+//! `zombie_create_after_kill_and_delete_is_not_leaked` (a Create the service holds past the
+//! timeout lands after the operator was killed and the object deleted) and
+//! `identical_foreign_remote_is_not_taken_over_after_a_lost_create`.
+//!
 //! Size and seed: `DRILL_OPS` (default 40), `DRILL_KILLS` (3), `DRILL_EMULATOR_RESTARTS` (1),
 //! `DRILL_SEED` (random; always printed, so a failing run can be replayed). `hack/drills.sh`
-//! runs the full size (200 operations). The report goes straight to stderr, so it shows even
+//! runs the full size (200 operations, 10 kills, 3 emulator restarts). The report goes straight to stderr, so it shows even
 //! when the test passes.
 
 mod support;
@@ -1019,7 +1025,8 @@ async fn fault_drill() {
     let max_live = (ops as usize / 4).max(8);
     let mut pid_at_apiserver_restart = None;
     let mut apiserver_down = Duration::ZERO;
-    let mut watch_gap_log = None;
+    // Where the operator's log stood at the kube-apiserver restart: its watches' 410s follow.
+    let mut apiserver_log_at = None;
 
     for op in 1..=ops {
         for event in schedule.get(&op).cloned().unwrap_or_default() {
@@ -1053,6 +1060,7 @@ async fn fault_drill() {
                 }
                 "apiserver" => {
                     pid_at_apiserver_restart = Some(operator.pid());
+                    apiserver_log_at = Some(operator.log().len());
                     let took = cp
                         .restart_apiserver(&[])
                         .await
@@ -1065,11 +1073,9 @@ async fn fault_drill() {
                     );
                 }
                 "watch-gap" => {
-                    let log_at = operator.log().len();
                     let (summary, took, gap) = watch_gap(cp, &ns, &mut m, op).await;
                     apiserver_down += took;
                     m.tally.watch_gaps += 1;
-                    watch_gap_log = Some(log_at);
                     say!("op {op}: watch expiry: {summary}");
                     // Nothing else changes until the gap's changes have converged.
                     let back = Instant::now();
@@ -1133,9 +1139,15 @@ async fn fault_drill() {
 
     // The same process throughout the kube-apiserver restart and the watch expiry.
     let pid_now = operator.pid();
-    let expired = watch_gap_log.is_some_and(|at| {
-        let after = &operator.log()[at.min(operator.log().len())..];
-        after.contains("too old resource version") || after.contains("Expired")
+    // A restarted kube-apiserver's watch cache starts at the current revision, and the
+    // compaction removes the history before it: a resumed watch gets 410 Gone (whether at the
+    // restart or at the gap depends on where the watcher's own backoff stands), then re-lists.
+    let expired = apiserver_log_at.map_or(0, |at| {
+        let log = operator.log();
+        log[at.min(log.len())..]
+            .lines()
+            .filter(|l| l.contains("too old resource version") || l.contains("Expired"))
+            .count()
     });
 
     let t = &m.tally;
@@ -1148,7 +1160,7 @@ async fn fault_drill() {
         t.deletes_orphan
     );
     say!(
-        "{} operator kills, {} emulator restarts, {} kube-apiserver restarts, {} watch expiries (410 seen by the operator: {expired}); kube-apiserver down {apiserver_down:?} in all",
+        "{} operator kills, {} emulator restarts, {} kube-apiserver restarts, {} watch expiries with changes behind the operator's back (410 Gone answered to its watches {expired} times); kube-apiserver down {apiserver_down:?} in all",
         t.kills,
         t.emulator_restarts,
         t.apiserver_restarts,
@@ -1185,8 +1197,8 @@ async fn fault_drill() {
         "the operator was not restarted after the kube-apiserver restart"
     );
     assert!(
-        expired,
-        "no watch of the operator got 410 Gone after the compaction:\n{}",
+        expired > 0,
+        "no watch of the operator got 410 Gone after the kube-apiserver restart and the compaction:\n{}",
         operator.log()
     );
     assert_eq!(counts.leaked + counts.duplicates + counts.foreign_writes, 0);
