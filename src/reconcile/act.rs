@@ -319,11 +319,15 @@ fn account_of(url: &str) -> Option<String> {
     .then(|| account.to_string())
 }
 
-/// Whether the service may have executed a request whose answer we did not get.
+/// Whether a failed Create call may still have made the configuration. The client retries
+/// within one call, so a retryable failure (throttling included: it refused the last attempt,
+/// but an earlier one may have been lost and run) may hide an attempt the service ran; so may an
+/// answer that could not be read. Only a definite refusal (a terminal 4xx) or a failure before
+/// anything was sent says that nothing was made.
 fn outcome_unknown(e: &OosError) -> bool {
     match e {
-        OosError::Transport(_) | OosError::Timeout => true,
-        OosError::Api { status, code, .. } => *status >= 500 && !code.contains("Throttling"),
+        OosError::Transport(_) | OosError::Timeout | OosError::Decode(_) => true,
+        OosError::Api { .. } => e.is_retryable(),
         _ => false,
     }
 }
@@ -711,11 +715,14 @@ mod tests {
         assert!(outcome_unknown(&OosError::Transport("reset".into())));
         assert!(outcome_unknown(&api(500, "InternalError")));
         assert!(outcome_unknown(&api(503, "ServiceUnavailable")));
-        assert!(
-            !outcome_unknown(&api(503, "Throttling")),
-            "refused, not run"
-        );
-        assert!(!outcome_unknown(&api(400, "Throttling.User")));
+        // A throttled attempt was refused, not run, but the call's earlier attempts may have
+        // been lost and run.
+        assert!(outcome_unknown(&api(503, "Throttling")));
+        assert!(outcome_unknown(&api(400, "Throttling.User")));
         assert!(!outcome_unknown(&api(400, "InvalidParameter")));
+        assert!(!outcome_unknown(&api(403, "Forbidden.RAM")));
+        assert!(!outcome_unknown(&OosError::InvalidRequest(
+            "too large".into()
+        )));
     }
 }
