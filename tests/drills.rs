@@ -353,6 +353,42 @@ impl Seen {
     }
 }
 
+/// For each object a problem names: its requests as the emulator logged them and the operator
+/// log lines (of every process) about it, in order.
+fn history(problems: &[String], seen: &Seen, logs: &str) -> String {
+    let names: BTreeSet<&str> = problems
+        .iter()
+        .filter_map(|p| p.split(':').next())
+        .filter(|n| n.starts_with('d') || *n == COLLIDER)
+        .collect();
+    let mut out = String::new();
+    for name in names {
+        out.push_str(&format!("--- {name}: emulator requests\n"));
+        for r in &seen.requests {
+            if r["params"]["Name"].as_str() == Some(name) {
+                out.push_str(&format!(
+                    "{} {} status {} code {} fault {}\n",
+                    r["time"].as_str().unwrap_or(""),
+                    r["action"].as_str().unwrap_or(""),
+                    r["status"],
+                    r["code"],
+                    r["fault"]
+                ));
+            }
+        }
+        out.push_str(&format!("--- {name}: operator log\n"));
+        let needle = format!("/{name} ");
+        let quoted = format!("name={name} ");
+        for l in logs.lines().filter(|l| {
+            l.contains(&needle) || l.contains(&quoted) || l.contains(&format!("\"{name}\""))
+        }) {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Whether a logged request changed the store: its action succeeded (no error code) and no
 /// fault stopped it before the commit.
 fn committed(r: &Value) -> bool {
@@ -1124,11 +1160,11 @@ async fn fault_drill() {
     let alive = operator.is_running();
     logs.push_str(&operator.log());
     let Some(mut counts) = counts else {
-        let tail: Vec<&str> = logs.lines().rev().take(60).collect();
+        seen.collect(&emulator).await;
         panic!(
-            "seed {seed}: not recovered within {recovery:?}:\n  {}\noperator log tail:\n{}",
+            "seed {seed}: not recovered within {recovery:?}:\n  {}\n{}",
             last.join("\n  "),
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            history(&last, &seen, &logs)
         );
     };
 
@@ -1187,8 +1223,9 @@ async fn fault_drill() {
 
     assert!(
         problems.is_empty(),
-        "seed {seed}:\n  {}",
-        problems.join("\n  ")
+        "seed {seed}:\n  {}\n{}",
+        problems.join("\n  "),
+        history(&problems, &final_seen, &logs)
     );
     assert!(alive, "the operator process exited:\n{}", operator.log());
     assert_eq!(
@@ -1557,4 +1594,79 @@ async fn identical_foreign_remote_is_not_taken_over_after_a_lost_create() {
         "identical foreign remote: kept untouched after a lost Create ({} requests)",
         requests.as_array().unwrap().len()
     );
+}
+
+/// A Create call whose first attempt is lost (held past the timeout; the service commits it
+/// later) and whose retries are then throttled ends with `Throttling.User`, a definite answer for
+/// that attempt only: the call as a whole may have created the configuration. The recorded
+/// intent must survive it, so that the configuration the lost attempt makes is recognised as
+/// this object's own (not an `AlreadyExists` conflict with itself), and its deletion deletes it
+/// (not a leak).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_then_throttled_create_keeps_its_intent() {
+    let _serial = SERIAL.lock().await;
+    let cp = control_plane();
+    let client = cp.client().await;
+    install_crd(&client).await;
+    let ns = cp.fresh_namespace("throttled").await;
+    let apis = Apis::new(client.clone(), &ns);
+    let dir = tempfile::tempdir().unwrap();
+    let mut emulator = Emulator::new(emulator_bin(), dir.path().join("state.json"));
+    emulator.start();
+    emulator
+        .set_faults(&json!({"rules": [
+            {"kind": "stall", "stall_ms": 4000, "action": "CreateChatConfiguration", "remaining": 1},
+            {"kind": "error", "code": "Throttling.User", "action": "CreateChatConfiguration",
+             "remaining": 12, "retry_after_ms": 300}]}))
+        .await;
+    let args = operator_args(&ns, &emulator.endpoint());
+    let operator = start_operator(&args);
+    let o = Obj {
+        name: "lost".into(),
+        kind: Kind::DingTalk,
+        policy: Some("Delete"),
+        template: "tpl".into(),
+        role: "OOSServiceRole",
+        secret: "sec-lost".into(),
+        history: vec![],
+    };
+    put_secret(&apis, &o).await;
+    apply(&apis, &o).await;
+    // Ready, as the owner of what the lost attempt created.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let st = loop {
+        let obj = retry("get", || apis.objects.get_opt("lost")).await.unwrap();
+        let ready = condition(&obj, "Ready").map(|(s, r)| (s.to_string(), r.to_string()));
+        if ready == Some(("True".into(), "Synced".into())) {
+            break obj.status.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not Synced: {ready:?}; {:?}\n{}",
+            emulator.get("/calls?by=code").await,
+            operator.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(st.ownership.as_deref(), Some("Created"));
+    let creates = &emulator.get("/calls?by=code").await["CreateChatConfiguration"];
+    assert_eq!(creates["stall"], 1, "{creates}");
+    assert!(creates["Throttling.User"].as_u64() >= Some(1), "{creates}");
+    // And its deletion deletes it.
+    let dp = DeleteParams::default();
+    retry("delete", || apis.objects.delete("lost", &dp)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while retry("get", || apis.objects.get_opt("lost"))
+        .await
+        .is_some()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "finalizer stuck:\n{}",
+            operator.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!emulator.state().await.contains_key("lost"), "leaked");
+    say!("lost then throttled Create: resumed as its own, deleted with the object; {creates}");
 }
