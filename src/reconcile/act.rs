@@ -231,12 +231,12 @@ async fn sync(
                 requeue: Some(Duration::from_secs(5)),
             }),
             Plan::Update { changed } => {
-                write_update(obj, ctx, status, &inputs, &target, &input, observed, &changed, Held::Owned)
+                write_update(obj, ctx, api, status, &inputs, &target, &input, observed, &changed, Held::Owned)
                     .await
             }
             Plan::Adopt { changed, resumed } => {
                 let held = if resumed { Held::Resumed } else { Held::Adopted };
-                write_update(obj, ctx, status, &inputs, &target, &input, observed, &changed, held)
+                write_update(obj, ctx, api, status, &inputs, &target, &input, observed, &changed, held)
                     .await
             }
             Plan::Conflict { reason, message } => {
@@ -461,6 +461,7 @@ enum Held {
 async fn write_update(
     obj: &ChatConfiguration,
     ctx: &Context,
+    api: &Api<ChatConfiguration>,
     status: &mut ChatConfigurationStatus,
     inputs: &Inputs,
     target: &Target,
@@ -473,6 +474,29 @@ async fn write_update(
         unreachable!("Update and Adopt are planned on an existing remote");
     };
     pin(status, target);
+    if held == Held::Resumed && !changed.is_empty() {
+        // The Update makes the remote differ from what the interrupted Create sent, which is
+        // all the recorded intent can recognise: record the ownership first, so that a crash
+        // between the Update and the status write cannot make the object a stranger to its own
+        // remote (AlreadyExists, and on deletion a leak).
+        status.ownership = Some("Created".into());
+        status.created_date = summary.created_date.map(rfc3339);
+        status.updated_date = summary.updated_date.map(rfc3339);
+        clear_pending(status);
+        let mut owned = status.clone();
+        owned.conditions = status::conditions(
+            &Health::Progressing {
+                reason: "Creating",
+                message: format!(
+                    "resuming the interrupted creation of remote configuration {}",
+                    target.name
+                ),
+            },
+            obj.metadata.generation,
+            None,
+        );
+        ctx.write_status(api, obj, owned).await?;
+    }
     if !changed.is_empty() {
         match target
             .oos
