@@ -61,7 +61,9 @@ macro_rules! say {
 
 const POD_NAME: &str = "drill-operator";
 const OOS_TIMEOUT: &str = "1s";
-const STALL_MS: u64 = 3000;
+/// Past `--oos-timeout` (the client gives up, the service still commits), and within twice it:
+/// how long the operator assumes the service may hold a request (`Settings::create_settle`).
+const STALL_MS: u64 = 1800;
 const FOREIGN: [&str; 3] = ["foreign-alpha", "foreign-bravo", "foreign-charlie"];
 /// An object with `adoptionPolicy: Refuse` whose name a foreign remote already holds.
 const COLLIDER: &str = "collider";
@@ -1071,6 +1073,8 @@ async fn fault_drill() {
                     tokio::time::sleep(Duration::from_millis(rng.random_range(0..800))).await;
                     let pid = operator.pid();
                     operator.kill9();
+                    // Let the stderr reader drain what the process wrote before it died.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     logs.push_str(&operator.log());
                     m.tally.kills += 1;
                     let pause = Duration::from_millis(rng.random_range(0..1500));
@@ -1669,4 +1673,95 @@ async fn lost_then_throttled_create_keeps_its_intent() {
     }
     assert!(!emulator.state().await.contains_key("lost"), "leaked");
     say!("lost then throttled Create: resumed as its own, deleted with the object; {creates}");
+}
+
+/// Found by the drill (two kills in a row): process A records its Create intent, the Create
+/// commits, A dies before it records the ownership. Process B recognises the remote as A's Create
+/// (created after the intent, exactly the configuration sent) and, since the spec changed
+/// meanwhile, updates it; B dies before its status write. Process C must still know the remote as
+/// this object's own, although it no longer holds what the intent describes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumed_create_updated_then_killed_stays_owned() {
+    let _serial = SERIAL.lock().await;
+    let cp = control_plane();
+    let client = cp.client().await;
+    install_crd(&client).await;
+    let ns = cp.fresh_namespace("resumed").await;
+    let apis = Apis::new(client.clone(), &ns);
+    let dir = tempfile::tempdir().unwrap();
+    let mut emulator = Emulator::new(emulator_bin(), dir.path().join("state.json"));
+    emulator.start();
+    // Both writes commit, and their answers are held until the process that waits is gone.
+    emulator
+        .set_faults(&json!({"rules": [
+            {"kind": "stall", "after_commit": true, "stall_ms": 20000,
+             "action": "CreateChatConfiguration", "remaining": 1},
+            {"kind": "stall", "after_commit": true, "stall_ms": 20000,
+             "action": "UpdateChatConfiguration", "remaining": 1}]}))
+        .await;
+    let args = operator_args(&ns, &emulator.endpoint());
+    let stalled = |action: &'static str| {
+        let emulator = &emulator;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while emulator.get("/calls?by=code").await[action]["stall"] != 1 {
+                assert!(Instant::now() < deadline, "no {action}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let mut o = Obj {
+        name: "resumed".into(),
+        kind: Kind::DingTalk,
+        policy: Some("Delete"),
+        template: "tpl-1".into(),
+        role: "OOSServiceRole",
+        secret: "sec-resumed".into(),
+        history: vec![],
+    };
+    put_secret(&apis, &o).await;
+    let mut a = start_operator(&args);
+    apply(&apis, &o).await;
+    stalled("CreateChatConfiguration").await;
+    a.kill9();
+    o.template = "tpl-2".into();
+    apply(&apis, &o).await;
+    let mut b = start_operator(&args);
+    stalled("UpdateChatConfiguration").await;
+    b.kill9();
+    let c = start_operator(&args);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let obj = retry("get", || apis.objects.get_opt("resumed"))
+            .await
+            .unwrap();
+        let ready = condition(&obj, "Ready").map(|(s, r)| (s.to_string(), r.to_string()));
+        if ready == Some(("True".into(), "Synced".into())) {
+            assert_eq!(
+                obj.status.and_then(|s| s.ownership).as_deref(),
+                Some("Created")
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not Synced: {ready:?}\n{}{}{}",
+            a.log(),
+            b.log(),
+            c.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let dp = DeleteParams::default();
+    retry("delete", || apis.objects.delete("resumed", &dp)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while retry("get", || apis.objects.get_opt("resumed"))
+        .await
+        .is_some()
+    {
+        assert!(Instant::now() < deadline, "finalizer stuck:\n{}", c.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!emulator.state().await.contains_key("resumed"), "leaked");
+    say!("resumed Create, updated, killed twice: still its own, deleted with the object");
 }
