@@ -168,6 +168,7 @@ pub fn settings(args: &RunArgs, secret_hash_key: Vec<u8>) -> Settings {
         // The last attempt of a Create is sent within the client's retry budget; the service is
         // taken to finish a request within twice the per-attempt timeout.
         create_settle: RetryPolicy::default().max_elapsed + 2 * args.oos_timeout,
+        request_hold: 2 * args.oos_timeout,
         ..Settings::default()
     }
 }

@@ -64,6 +64,11 @@ pub struct Settings {
     /// hold a request. Deletion keeps such an object until then (see
     /// [`plan::pending_create_settles_at`]).
     pub create_settle: Duration,
+    /// How long the service may hold a request past the client's timeout and still run it:
+    /// after deleting the remote it created, an object is kept this long after that remote's
+    /// CreatedDate (see [`plan::late_create_settles_at`]). The operator sets twice
+    /// `--oos-timeout`; the default, zero, trusts the service to run nothing it has not answered.
+    pub request_hold: Duration,
 }
 
 impl Default for Settings {
@@ -78,6 +83,7 @@ impl Default for Settings {
             retry_max_delay: Duration::from_secs(300),
             // The client's 60 s retry budget, and twice the default 30 s per-attempt timeout.
             create_settle: Duration::from_secs(120),
+            request_hold: Duration::ZERO,
         }
     }
 }
