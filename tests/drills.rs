@@ -1765,3 +1765,69 @@ async fn resumed_create_updated_then_killed_stays_owned() {
     assert!(!emulator.state().await.contains_key("resumed"), "leaked");
     say!("resumed Create, updated, killed twice: still its own, deleted with the object");
 }
+
+/// Found by the drill at full size: a Create attempt held past the timeout, the client's retry
+/// creates the configuration, the object is deleted at once and its remote with it; then the
+/// held attempt lands and makes the configuration again, for no one. The deletion must wait
+/// until no attempt of that Create can land any more, and delete what lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_attempt_after_a_quick_delete_is_not_leaked() {
+    let _serial = SERIAL.lock().await;
+    let cp = control_plane();
+    let client = cp.client().await;
+    install_crd(&client).await;
+    let ns = cp.fresh_namespace("held").await;
+    let apis = Apis::new(client.clone(), &ns);
+    let dir = tempfile::tempdir().unwrap();
+    let mut emulator = Emulator::new(emulator_bin(), dir.path().join("state.json"));
+    emulator.start();
+    emulator
+        .set_faults(&json!({"rules": [{"kind": "stall", "stall_ms": STALL_MS,
+            "action": "CreateChatConfiguration", "remaining": 1}]}))
+        .await;
+    let operator = start_operator(&operator_args(&ns, &emulator.endpoint()));
+    let o = Obj {
+        name: "held".into(),
+        kind: Kind::DingTalk,
+        policy: Some("Delete"),
+        template: "tpl".into(),
+        role: "OOSServiceRole",
+        secret: "sec-held".into(),
+        history: vec![],
+    };
+    put_secret(&apis, &o).await;
+    apply(&apis, &o).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let obj = retry("get", || apis.objects.get_opt("held")).await.unwrap();
+        if condition(&obj, "Ready").map(|r| r.0) == Some("True") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not Ready:\n{}", operator.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dp = DeleteParams::default();
+    retry("delete", || apis.objects.delete("held", &dp)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while retry("get", || apis.objects.get_opt("held"))
+        .await
+        .is_some()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "finalizer stuck:\n{}",
+            operator.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every attempt has run by now.
+    tokio::time::sleep(Duration::from_millis(STALL_MS + 500)).await;
+    let creates = &emulator.get("/calls?by=code").await["CreateChatConfiguration"];
+    assert_eq!(creates["stall"], 1, "{creates}");
+    assert!(
+        !emulator.state().await.contains_key("held"),
+        "the held attempt landed after the deletion: leaked\n{}",
+        operator.log()
+    );
+    say!("held Create attempt after a quick delete: not leaked; {creates}");
+}
