@@ -21,9 +21,10 @@
 //! one that an `adoptionPolicy: Refuse` object collides with stay byte for byte as they were),
 //! no object stuck on its finalizer, every object Ready.
 //!
-//! Two scenarios the random drill reaches only rarely run deterministically beside it:
-//! `zombie_create_after_kill_and_delete_is_not_leaked` (a Create the service holds past the
-//! timeout lands after the operator was killed and the object deleted) and
+//! What the random drill found runs deterministically beside it, one scenario each:
+//! `zombie_create_after_kill_and_delete_is_not_leaked`,
+//! `held_attempt_after_a_quick_delete_is_not_leaked`, `lost_then_throttled_create_keeps_its_intent`,
+//! `resumed_create_updated_then_killed_stays_owned` and
 //! `identical_foreign_remote_is_not_taken_over_after_a_lost_create`.
 //!
 //! Size and seed: `DRILL_OPS` (default 40), `DRILL_KILLS` (3), `DRILL_EMULATOR_RESTARTS` (1),
@@ -391,6 +392,11 @@ fn history(problems: &[String], seen: &Seen, logs: &str) -> String {
     out
 }
 
+/// Whether a request was held by a stall fault (its client may have given up meanwhile).
+fn held(r: &Value) -> bool {
+    r["fault"].as_str().is_some_and(|f| f.starts_with("stall"))
+}
+
 /// Whether a logged request changed the store: its action succeeded (no error code) and no
 /// fault stopped it before the commit.
 fn committed(r: &Value) -> bool {
@@ -701,6 +707,9 @@ struct Counts {
     orphans_kept: usize,
     foreign_kept: usize,
     duplicates: usize,
+    /// Held Create attempts that ran after their client gave up (each one found and resumed
+    /// or deleted by its object, or the state checks would fail).
+    late_creates: usize,
     leaked: usize,
     foreign_writes: usize,
     stuck_finalizers: usize,
@@ -873,9 +882,15 @@ fn check_requests(seen: &Seen, m: &Model, c: &mut Counts) -> Vec<String> {
         .chain(m.deleted.iter().map(|o| o.name.clone()))
         .chain(m.orphaned.iter().map(|(o, _)| o.name.clone()));
     for name in names {
+        // A held attempt that ran after its client gave up is not the operator's choice: it
+        // must be recognised (resumed, or deleted with its object), which the state checks see.
         let creates = seen
             .requests_for("CreateChatConfiguration", &name)
-            .filter(|r| committed(r))
+            .filter(|r| committed(r) && !held(r))
+            .count();
+        c.late_creates += seen
+            .requests_for("CreateChatConfiguration", &name)
+            .filter(|r| committed(r) && held(r))
             .count();
         if creates > 1 {
             c.duplicates += 1;
