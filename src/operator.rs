@@ -19,7 +19,7 @@ use crate::crd::{ChatConfiguration, DeletionPolicy};
 use crate::metrics::Metrics;
 use crate::reconcile::plan::RemoteDeletedPolicy;
 use crate::reconcile::{self, Context, Settings};
-use oos_client::client::{ClientConfig, Endpoint, OosClient};
+use oos_client::client::{ClientConfig, Endpoint, OosClient, RetryPolicy};
 use oos_client::credentials::{CredentialProvider, Credentials, default_chain};
 use oos_client::error::OosError;
 use oos_client::ratelimit::TokenBucket;
@@ -165,6 +165,10 @@ pub fn settings(args: &RunArgs, secret_hash_key: Vec<u8>) -> Settings {
             RemoteDeletedPolicy::Recreate
         },
         secret_hash_key,
+        // The last attempt of a Create is sent within the client's retry budget; the service is
+        // taken to finish a request within twice the per-attempt timeout.
+        create_settle: RetryPolicy::default().max_elapsed + 2 * args.oos_timeout,
+        request_hold: 2 * args.oos_timeout,
         ..Settings::default()
     }
 }

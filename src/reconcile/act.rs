@@ -231,12 +231,12 @@ async fn sync(
                 requeue: Some(Duration::from_secs(5)),
             }),
             Plan::Update { changed } => {
-                write_update(obj, ctx, status, &inputs, &target, &input, observed, &changed, Held::Owned)
+                write_update(obj, ctx, api, status, &inputs, &target, &input, observed, &changed, Held::Owned)
                     .await
             }
             Plan::Adopt { changed, resumed } => {
                 let held = if resumed { Held::Resumed } else { Held::Adopted };
-                write_update(obj, ctx, status, &inputs, &target, &input, observed, &changed, held)
+                write_update(obj, ctx, api, status, &inputs, &target, &input, observed, &changed, held)
                     .await
             }
             Plan::Conflict { reason, message } => {
@@ -319,11 +319,15 @@ fn account_of(url: &str) -> Option<String> {
     .then(|| account.to_string())
 }
 
-/// Whether the service may have executed a request whose answer we did not get.
+/// Whether a failed Create call may still have made the configuration. The client retries
+/// within one call, so a retryable failure (throttling included: it refused the last attempt,
+/// but an earlier one may have been lost and run) may hide an attempt the service ran; so may an
+/// answer that could not be read. Only a definite refusal (a terminal 4xx) or a failure before
+/// anything was sent says that nothing was made.
 fn outcome_unknown(e: &OosError) -> bool {
     match e {
-        OosError::Transport(_) | OosError::Timeout => true,
-        OosError::Api { status, code, .. } => *status >= 500 && !code.contains("Throttling"),
+        OosError::Transport(_) | OosError::Timeout | OosError::Decode(_) => true,
+        OosError::Api { .. } => e.is_retryable(),
         _ => false,
     }
 }
@@ -368,6 +372,18 @@ async fn create(
         .create_chat_configuration(target.region(), input)
         .await
     {
+        // After a lost attempt the client takes `EntityAlreadyExists` for its own success when
+        // the configuration matches what was sent; one created before this request (beyond the
+        // clock-skew margin the recorded intent allows too) is someone else's, however alike.
+        Ok(stamp)
+            if stamp
+                .created_date
+                .is_some_and(|c| c < requested - plan::CREATE_CLOCK_SKEW) =>
+        {
+            clear_pending(status);
+            let seen = observe::get_remote(&target.oos, target.region(), &target.name).await?;
+            return Ok(Created::AlreadyExists(seen));
+        }
         Ok(stamp) => stamp,
         Err(e) if e.is_already_exists() => {
             // This attempt created nothing; the configuration holding the name is either an
@@ -460,6 +476,7 @@ enum Held {
 async fn write_update(
     obj: &ChatConfiguration,
     ctx: &Context,
+    api: &Api<ChatConfiguration>,
     status: &mut ChatConfigurationStatus,
     inputs: &Inputs,
     target: &Target,
@@ -472,6 +489,29 @@ async fn write_update(
         unreachable!("Update and Adopt are planned on an existing remote");
     };
     pin(status, target);
+    if held == Held::Resumed && !changed.is_empty() {
+        // The Update makes the remote differ from what the interrupted Create sent, which is
+        // all the recorded intent can recognise: record the ownership first, so that a crash
+        // between the Update and the status write cannot make the object a stranger to its own
+        // remote (AlreadyExists, and on deletion a leak).
+        status.ownership = Some("Created".into());
+        status.created_date = summary.created_date.map(rfc3339);
+        status.updated_date = summary.updated_date.map(rfc3339);
+        clear_pending(status);
+        let mut owned = status.clone();
+        owned.conditions = status::conditions(
+            &Health::Progressing {
+                reason: "Creating",
+                message: format!(
+                    "resuming the interrupted creation of remote configuration {}",
+                    target.name
+                ),
+            },
+            obj.metadata.generation,
+            None,
+        );
+        ctx.write_status(api, obj, owned).await?;
+    }
     if !changed.is_empty() {
         match target
             .oos
@@ -714,11 +754,14 @@ mod tests {
         assert!(outcome_unknown(&OosError::Transport("reset".into())));
         assert!(outcome_unknown(&api(500, "InternalError")));
         assert!(outcome_unknown(&api(503, "ServiceUnavailable")));
-        assert!(
-            !outcome_unknown(&api(503, "Throttling")),
-            "refused, not run"
-        );
-        assert!(!outcome_unknown(&api(400, "Throttling.User")));
+        // A throttled attempt was refused, not run, but the call's earlier attempts may have
+        // been lost and run.
+        assert!(outcome_unknown(&api(503, "Throttling")));
+        assert!(outcome_unknown(&api(400, "Throttling.User")));
         assert!(!outcome_unknown(&api(400, "InvalidParameter")));
+        assert!(!outcome_unknown(&api(403, "Forbidden.RAM")));
+        assert!(!outcome_unknown(&OosError::InvalidRequest(
+            "too large".into()
+        )));
     }
 }

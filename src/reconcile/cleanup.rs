@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use chrono::Utc;
+
 use k8s_openapi::api::core::v1::Namespace;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -33,8 +35,18 @@ pub(super) async fn cleanup(
         Err(e) => {
             let mut status = ctx.current_status(&obj);
             status.observed_generation = obj.metadata.generation;
-            let health = status::health_of(&e);
-            status::report(ctx, api, &obj, status, health, None, Some(&e)).await?;
+            // Waiting for a Create that may still land is progress, not a failure: no Warning.
+            let (health, failure) = match &e {
+                Error::CreateInFlight { .. } => (
+                    status::Health::Progressing {
+                        reason: e.reason(),
+                        message: e.condition_message(),
+                    },
+                    None,
+                ),
+                _ => (status::health_of(&e), Some(&e)),
+            };
+            status::report(ctx, api, &obj, status, health, None, failure).await?;
             Err(e)
         }
     }
@@ -110,17 +122,41 @@ async fn fenced_delete(
     let desired = observe::desired_without_secrets(obj, ctx.settings.on_remote_deleted)?;
     let seen = observe::get_remote(&oos, &region, name).await?;
     let remote = seen.view();
-    let fence = plan::delete_fence(
+    let hold =
+        chrono::Duration::from_std(ctx.settings.request_hold).unwrap_or(chrono::Duration::MAX);
+    let mut fence = plan::delete_fence(
         &desired,
         recorded,
         remote.as_ref().zip(seen.detail.as_ref()),
     );
+    if fence == Fence::NotOwned
+        && let (Some(r), Some(d)) = (remote.as_ref(), seen.detail.as_ref())
+        && plan::is_late_create(&desired, recorded, r, d, hold)
+    {
+        // A lost attempt of the Create that made this object's remote, landed after it.
+        fence = Fence::Delete;
+    }
     let key = InventoryKey {
         credentials: credentials_id,
         region: region.clone(),
     };
+    // A late Create would make a configuration no object owns: look again once it cannot land.
+    let in_flight = |until: chrono::DateTime<Utc>| Error::CreateInFlight {
+        until: status::rfc3339(until),
+        wait: (until - Utc::now()).to_std().unwrap_or_default() + std::time::Duration::from_secs(1),
+    };
     match fence {
-        Fence::Gone => {}
+        Fence::Gone => {
+            let settle = chrono::Duration::from_std(ctx.settings.create_settle)
+                .unwrap_or(chrono::Duration::MAX);
+            let now = Utc::now();
+            if let Some(until) = plan::pending_create_settles_at(recorded, now, settle)
+                .or_else(|| plan::late_create_settles_at(recorded, now, hold))
+            {
+                ctx.inventory.remove(&key, name).await;
+                return Err(in_flight(until));
+            }
+        }
         Fence::NotOwned => {
             warn!(object = %object_key(obj), name, "remote chat configuration is not the one this object created; leaving it");
             ctx.event(
@@ -156,6 +192,10 @@ async fn fenced_delete(
                 format!("deleted remote chat configuration {name}"),
             )
             .await;
+            if let Some(until) = plan::late_create_settles_at(recorded, Utc::now(), hold) {
+                ctx.inventory.remove(&key, name).await;
+                return Err(in_flight(until));
+            }
         }
     }
     ctx.inventory.remove(&key, name).await;

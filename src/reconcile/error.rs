@@ -55,6 +55,16 @@ pub enum Error {
         reason: &'static str,
         message: String,
     },
+    /// Deletion found no remote, but a Create whose answer was lost may still be committed by
+    /// the service: the object is kept until `until` (then looked at again, after `wait`), so
+    /// that what the Create makes is deleted rather than leaked. Retryable.
+    #[error(
+        "deletion waits until {until} for a Create whose answer was lost: the service may still complete it, and what it makes is then deleted"
+    )]
+    CreateInFlight {
+        until: String,
+        wait: std::time::Duration,
+    },
     /// The finalizer helper failed around our reconcile.
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -84,13 +94,21 @@ impl Error {
     /// Whether retrying later may succeed without any change to the object or its Secrets.
     pub fn is_retryable(&self) -> bool {
         match self.inner() {
-            Error::Kube(_) | Error::Finalizer(_) => true,
+            Error::Kube(_) | Error::Finalizer(_) | Error::CreateInFlight { .. } => true,
             Error::Oos { source, .. } => source.is_retryable(),
             Error::SecretMissing { .. }
             | Error::SecretPlaceholder { .. }
             | Error::SecretInvalid { .. }
             | Error::InvalidSpec(_)
             | Error::DeletionBlocked { .. } => false,
+        }
+    }
+
+    /// When to look again, for an error that knows it (rather than the exponential backoff).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self.inner() {
+            Error::CreateInFlight { wait, .. } => Some(*wait),
+            _ => None,
         }
     }
 
@@ -120,6 +138,7 @@ impl Error {
             Error::SecretInvalid { .. } => "SecretInvalid",
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::DeletionBlocked { reason, .. } => reason,
+            Error::CreateInFlight { .. } => "CreateInFlight",
             Error::Finalizer(_) => "FinalizerError",
         }
     }

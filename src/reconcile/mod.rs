@@ -59,6 +59,16 @@ pub struct Settings {
     /// Per-object backoff of retryable failures: base and cap (full jitter around them).
     pub retry_base_delay: Duration,
     pub retry_max_delay: Duration,
+    /// How long after a Create whose answer was lost the service may still commit it: the
+    /// client's retry budget (the last attempt is sent within it) plus how long the service may
+    /// hold a request. Deletion keeps such an object until then (see
+    /// [`plan::pending_create_settles_at`]).
+    pub create_settle: Duration,
+    /// How long the service may hold a request past the client's timeout and still run it:
+    /// after deleting the remote it created, an object is kept this long after that remote's
+    /// CreatedDate (see [`plan::late_create_settles_at`]). The operator sets twice
+    /// `--oos-timeout`; the default, zero, trusts the service to run nothing it has not answered.
+    pub request_hold: Duration,
 }
 
 impl Default for Settings {
@@ -71,6 +81,9 @@ impl Default for Settings {
             secret_hash_key: Vec::new(),
             retry_base_delay: Duration::from_secs(1),
             retry_max_delay: Duration::from_secs(300),
+            // The client's 60 s retry budget, and twice the default 30 s per-attempt timeout.
+            create_settle: Duration::from_secs(120),
+            request_hold: Duration::ZERO,
         }
     }
 }
@@ -345,6 +358,9 @@ async fn reconcile(obj: Arc<ChatConfiguration>, ctx: Arc<Context>) -> Result<Act
 }
 
 fn error_policy(obj: Arc<ChatConfiguration>, error: &Error, ctx: Arc<Context>) -> Action {
+    if let Some(wait) = error.retry_after() {
+        return Action::requeue(wait);
+    }
     if !error.is_retryable() {
         // Terminal: Stalled is in status; only a change to the object or its Secrets (or a
         // restart with other credentials) wakes it. No remote call until then.

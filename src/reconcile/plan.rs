@@ -445,6 +445,49 @@ pub fn delete_fence(
     }
 }
 
+/// A deletion that finds no remote while this object has a Create whose answer was lost must not
+/// release the object yet: the service may still commit that Create (a request it held past the
+/// client's timeout, or one sent just before a crash), and the configuration would then belong to
+/// no one. Until `requested_at + settle` the object is kept; returns that time while it is ahead.
+pub fn pending_create_settles_at(
+    recorded: &Recorded,
+    now: DateTime<Utc>,
+    settle: Duration,
+) -> Option<DateTime<Utc>> {
+    let until = recorded.pending.as_ref()?.requested_at + settle;
+    (until > now).then_some(until)
+}
+
+/// After the remote this object created is deleted, a lost attempt of the Create call that made
+/// it (sent before the attempt that succeeded, held by the service past the client's timeout)
+/// may still land. The service finishes a request within `hold`, so until `created_date + hold`
+/// (+1 s: dates have whole seconds) the object is kept; returns that time while it is ahead.
+pub fn late_create_settles_at(
+    recorded: &Recorded,
+    now: DateTime<Utc>,
+    hold: Duration,
+) -> Option<DateTime<Utc>> {
+    let until = recorded.created_date? + hold + Duration::seconds(1);
+    (until > now).then_some(until)
+}
+
+/// Whether `remote` is such a late attempt, landed after this object's own remote was deleted:
+/// created within `hold` (+1 s) after it, holding exactly the configuration this object sends.
+pub fn is_late_create(
+    desired: &Desired,
+    recorded: &Recorded,
+    remote: &RemoteSummary,
+    detail: &RemoteDetail,
+    hold: Duration,
+) -> bool {
+    let (Some(own), Some(created)) = (recorded.created_date, remote.created_date) else {
+        return false;
+    };
+    created >= own
+        && created <= own + hold + Duration::seconds(1)
+        && remote_spec_hash(desired, remote, detail).as_deref() == Some(desired.spec_hash.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1048,6 +1091,72 @@ mod tests {
             .plan,
             Plan::Nothing
         );
+    }
+
+    #[test]
+    fn deletion_waits_for_a_pending_create_to_settle() {
+        let settle = Duration::seconds(90);
+        let pending = Recorded {
+            pending: Some(pending(10, "sec-1")),
+            ..Default::default()
+        };
+        assert_eq!(
+            pending_create_settles_at(&pending, t(10), settle),
+            Some(t(10) + settle),
+            "just sent: wait"
+        );
+        assert_eq!(
+            pending_create_settles_at(&pending, t(11), settle),
+            Some(t(10) + settle)
+        );
+        assert_eq!(
+            pending_create_settles_at(&pending, t(12), settle),
+            None,
+            "settled"
+        );
+        assert_eq!(
+            pending_create_settles_at(&owned(0, 1), t(10), settle),
+            None,
+            "no Create in doubt"
+        );
+    }
+
+    #[test]
+    fn late_attempts_of_the_own_create() {
+        let hold = Duration::seconds(60);
+        let own = owned(0, 1);
+        assert_eq!(
+            late_create_settles_at(&own, t(0), hold),
+            Some(t(1) + Duration::seconds(1))
+        );
+        assert_eq!(late_create_settles_at(&own, t(2), hold), None);
+        assert_eq!(
+            late_create_settles_at(&Recorded::default(), t(0), hold),
+            None
+        );
+        let d = desired();
+        let matching = detail_matching();
+        assert!(is_late_create(&d, &own, &remote(1, 1), &matching, hold));
+        assert!(is_late_create(&d, &own, &remote(0, 0), &matching, hold));
+        assert!(
+            !is_late_create(&d, &own, &remote(2, 2), &matching, hold),
+            "too late to be ours"
+        );
+        let mut other = detail_matching();
+        other
+            .configuration
+            .insert("DingTalkTemplateId".into(), "theirs".into());
+        assert!(
+            !is_late_create(&d, &own, &remote(1, 1), &other, hold),
+            "another configuration"
+        );
+        assert!(!is_late_create(
+            &d,
+            &Recorded::default(),
+            &remote(1, 1),
+            &matching,
+            hold
+        ));
     }
 
     #[test]

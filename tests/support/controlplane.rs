@@ -85,9 +85,15 @@ impl ControlPlane {
         &self.server
     }
 
-    /// Process ids of kube-apiserver and etcd (for teardown tests).
+    /// Process ids of kube-apiserver and etcd (for teardown tests). After
+    /// [`ControlPlane::restart_apiserver`], the new kube-apiserver's.
     pub fn server_pids(&self) -> [u32; 2] {
-        self.pids
+        let r = running();
+        let pid = |c: &Option<Child>| c.as_ref().map(Child::id);
+        [
+            pid(&r.apiserver).unwrap_or(self.pids[0]),
+            pid(&r.etcd).unwrap_or(self.pids[1]),
+        ]
     }
 
     /// Per-process state dir (logs: `etcd.log`, `kube-apiserver.log`).
@@ -726,7 +732,7 @@ fn start_once(
     let sa_key = dir.join("sa.key");
     let apiserver_args: Vec<OsString> = vec![
         "--etcd-servers".into(),
-        etcd_url.into(),
+        etcd_url.clone().into(),
         "--bind-address".into(),
         "127.0.0.1".into(),
         // No Endpoints for the `kubernetes` Service (no nodes anyway). Replaces
@@ -765,6 +771,14 @@ fn start_once(
     )?)
     .context("spawn etcd")?;
     running().etcd = Some(etcd);
+    *apiserver_spec() = Some(ApiserverSpec {
+        bin: assets.join("kube-apiserver"),
+        args: apiserver_args.clone(),
+        port: api_port,
+        etcd_url,
+        ca_pem: ca_pem.to_string(),
+        dir: dir.to_path_buf(),
+    });
     let apiserver = spawn_owned(server_command(
         &assets.join("kube-apiserver"),
         &dir.join("kube-apiserver.log"),
@@ -860,5 +874,278 @@ where
             bail!("condition not met within {timeout:?}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Drills: kube-apiserver restarts, a second kube-apiserver, etcd compaction
+
+/// How the running kube-apiserver was started, so that it can be started again alone on the
+/// same etcd, port and certificates (or a second one beside it on another port).
+struct ApiserverSpec {
+    bin: PathBuf,
+    args: Vec<OsString>,
+    port: u16,
+    etcd_url: String,
+    ca_pem: String,
+    dir: PathBuf,
+}
+
+fn apiserver_spec() -> std::sync::MutexGuard<'static, Option<ApiserverSpec>> {
+    static SPEC: Mutex<Option<ApiserverSpec>> = Mutex::new(None);
+    SPEC.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `args` with the value of `--secure-port` replaced by `port`, plus `extra`.
+fn apiserver_args_on(args: &[OsString], port: u16, extra: &[&str]) -> Vec<OsString> {
+    let mut out: Vec<OsString> = Vec::with_capacity(args.len() + extra.len());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        out.push(a.clone());
+        if a == "--secure-port" {
+            it.next();
+            out.push(port.to_string().into());
+        }
+    }
+    out.extend(extra.iter().map(OsString::from));
+    out
+}
+
+/// The admin bearer token, read back from the token file (it is never kept in memory here).
+fn admin_token(dir: &Path) -> Result<String> {
+    let text = fs::read_to_string(dir.join("tokens.csv")).context("read tokens.csv")?;
+    text.lines()
+        .find(|l| l.split(',').nth(1) == Some(ADMIN))
+        .and_then(|l| l.split(',').next())
+        .map(str::to_string)
+        .context("no admin token in tokens.csv")
+}
+
+/// Polls `server`'s `/readyz` (and the `default` namespace) until both answer, or `child`
+/// exits, or `timeout` passes.
+async fn wait_apiserver_ready(
+    server: &str,
+    ca_pem: &str,
+    token: &str,
+    timeout: Duration,
+    mut exited: impl FnMut() -> bool,
+) -> Result<()> {
+    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).context("parse the CA")?;
+    let http = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .timeout(Duration::from_secs(3))
+        .build()
+        .context("build readiness HTTP client")?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        ensure!(
+            !exited(),
+            "kube-apiserver at {server} exited during start-up"
+        );
+        let get = |path: &str| {
+            http.get(format!("{server}{path}"))
+                .bearer_auth(token)
+                .send()
+        };
+        if let Ok(r) = get("/readyz").await
+            && r.status().is_success()
+            && matches!(get("/api/v1/namespaces/default").await, Ok(r) if r.status().is_success())
+        {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "kube-apiserver at {server} not ready within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A second kube-apiserver on the same etcd (another port, the same certificates and tokens),
+/// as in an HA control plane. Killed when dropped.
+pub struct SideApiserver {
+    child: Option<Child>,
+    server: String,
+    kubeconfig: PathBuf,
+}
+
+impl SideApiserver {
+    /// `https://127.0.0.1:<port>` of this kube-apiserver.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// An admin client of this kube-apiserver.
+    pub async fn client(&self) -> kube::Client {
+        log_client(&self.server, ADMIN);
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .expect("load kubeconfig");
+        kube::Client::try_from(config).expect("build admin client")
+    }
+}
+
+impl Drop for SideApiserver {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            stop(child);
+        }
+    }
+}
+
+/// kube-apiserver with the original arguments on `port` (plus `extra`), appending to `log`.
+fn apiserver_command(
+    spec: &ApiserverSpec,
+    port: u16,
+    extra: &[&str],
+    log: &str,
+) -> io::Result<Command> {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(spec.dir.join(log))?;
+    let mut cmd = Command::new(&spec.bin);
+    cmd.args(apiserver_args_on(&spec.args, port, extra))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    Ok(cmd)
+}
+
+/// The readiness-probe inputs of the recorded kube-apiserver: CA and admin token.
+fn probe_inputs() -> Result<(String, String)> {
+    let spec = apiserver_spec();
+    let spec = spec.as_ref().context("the control plane never started")?;
+    Ok((spec.ca_pem.clone(), admin_token(&spec.dir)?))
+}
+
+impl ControlPlane {
+    /// SIGKILLs kube-apiserver (etcd keeps running); [`ControlPlane::start_apiserver`] brings it
+    /// back on the same port.
+    pub fn kill_apiserver(&self) {
+        let child = running().apiserver.take();
+        if let Some(child) = child {
+            stop(child);
+        }
+    }
+
+    /// Starts kube-apiserver again with its original arguments (plus `extra`) on the same etcd,
+    /// port and certificates, and waits until it serves. Returns how long that took.
+    pub async fn start_apiserver(&self, extra: &[&str]) -> Result<Duration> {
+        let began = Instant::now();
+        ensure!(
+            running().apiserver.is_none(),
+            "kube-apiserver is running; kill it first"
+        );
+        let (ca_pem, token) = probe_inputs()?;
+        for attempt in 1..=START_ATTEMPTS {
+            let cmd = {
+                let spec = apiserver_spec();
+                let spec = spec.as_ref().context("the control plane never started")?;
+                apiserver_command(spec, spec.port, extra, "kube-apiserver.log")?
+            };
+            let child = spawn_owned(cmd).context("spawn kube-apiserver")?;
+            running().apiserver = Some(child);
+            let exited = || {
+                let mut r = running();
+                r.apiserver
+                    .as_mut()
+                    .is_none_or(|c| !matches!(c.try_wait(), Ok(None)))
+            };
+            match wait_apiserver_ready(&self.server, &ca_pem, &token, READY_TIMEOUT, exited).await {
+                Ok(()) => return Ok(began.elapsed()),
+                // The port may not be free yet right after the kill: try again.
+                Err(e) if attempt < START_ATTEMPTS => {
+                    eprintln!("kube-apiserver restart attempt {attempt} failed: {e:#}");
+                    self.kill_apiserver();
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => {
+                    self.kill_apiserver();
+                    return Err(e.context(format!(
+                        "restarting kube-apiserver; log tails:\n{}",
+                        log_tails(&self.dir)
+                    )));
+                }
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// [`ControlPlane::kill_apiserver`] then [`ControlPlane::start_apiserver`].
+    pub async fn restart_apiserver(&self, extra: &[&str]) -> Result<Duration> {
+        self.kill_apiserver();
+        self.start_apiserver(extra).await
+    }
+
+    /// A second kube-apiserver on the same etcd, on a new port, with the original arguments
+    /// plus `extra`; ready when returned.
+    pub async fn side_apiserver(&self, extra: &[&str]) -> Result<SideApiserver> {
+        let (ca_pem, token) = probe_inputs()?;
+        let port = free_ports()?[0];
+        let cmd = {
+            let spec = apiserver_spec();
+            let spec = spec.as_ref().context("the control plane never started")?;
+            apiserver_command(spec, port, extra, &format!("kube-apiserver-{port}.log"))?
+        };
+        let server = format!("https://127.0.0.1:{port}");
+        let kubeconfig = self.dir.join(format!("kubeconfig-{port}"));
+        let main = fs::read_to_string(&self.kubeconfig).context("read kubeconfig")?;
+        write_private(
+            &kubeconfig,
+            &main.replace(
+                &format!("server: {}", self.server),
+                &format!("server: {server}"),
+            ),
+        )?;
+        let mut child = spawn_owned(cmd).context("spawn the second kube-apiserver")?;
+        let exited = || !matches!(child.try_wait(), Ok(None));
+        if let Err(e) = wait_apiserver_ready(&server, &ca_pem, &token, READY_TIMEOUT, exited).await
+        {
+            stop(child);
+            return Err(e);
+        }
+        Ok(SideApiserver {
+            child: Some(child),
+            server,
+            kubeconfig,
+        })
+    }
+
+    /// Compacts etcd's history up to its current revision (physically), through etcd's JSON
+    /// gateway: a watch resumed from any older resourceVersion can then only be answered with
+    /// 410 Gone. Returns the revision.
+    pub async fn compact_etcd(&self) -> Result<i64> {
+        let url = apiserver_spec()
+            .as_ref()
+            .context("the control plane never started")?
+            .etcd_url
+            .clone();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        // A range over the single key "\0" answers nothing but the header's revision.
+        let range: serde_json::Value = http
+            .post(format!("{url}/v3/kv/range"))
+            .json(&serde_json::json!({"key": base64(b"\0")}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let revision: i64 = range["header"]["revision"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .with_context(|| format!("no revision in {range}"))?;
+        http.post(format!("{url}/v3/kv/compaction"))
+            .json(&serde_json::json!({"revision": revision.to_string(), "physical": true}))
+            .send()
+            .await?
+            .error_for_status()
+            .context("etcd compaction")?;
+        Ok(revision)
     }
 }

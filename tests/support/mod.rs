@@ -14,5 +14,6 @@ pub mod process;
 // Not every test binary names every item.
 #[allow(unused_imports)]
 pub use controlplane::{
-    ControlPlane, DEFAULT_K8S_VERSION, base64, control_plane, eventually, k8s_version,
+    ControlPlane, DEFAULT_K8S_VERSION, SideApiserver, base64, control_plane, eventually,
+    k8s_version,
 };
