@@ -393,6 +393,11 @@ pub struct ChatConfigurationStatus {
     /// resumed as this object's own only if it matches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_requested_spec_hash: Option<String>,
+    /// Until when an unanswered attempt of the Create call that made the remote may still be
+    /// run by the service (set only when that call had one): a deletion before then waits, so
+    /// such a late configuration is deleted rather than leaked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_create_until: Option<String>,
     /// Keyed HMAC of the secrets that pending Create sent (an Update re-sends them if they changed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_requested_secret_hash: Option<String>,

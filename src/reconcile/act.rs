@@ -319,6 +319,14 @@ fn account_of(url: &str) -> Option<String> {
     .then(|| account.to_string())
 }
 
+/// Until when an unanswered attempt of the Create that made a remote created at `created` may
+/// still be run by the service (+1 s: CreatedDate has whole seconds).
+fn late_create_until(ctx: &Context, created: chrono::DateTime<Utc>) -> String {
+    let hold =
+        chrono::Duration::from_std(ctx.settings.request_hold).unwrap_or(chrono::Duration::MAX / 2);
+    rfc3339(created + hold + chrono::Duration::seconds(1))
+}
+
 /// Whether a failed Create call may still have made the configuration. The client retries
 /// within one call, so a retryable failure (throttling included: it refused the last attempt,
 /// but an earlier one may have been lost and run) may hide an attempt the service ran; so may an
@@ -415,6 +423,9 @@ async fn create(
     if let Some(created) = stamp.created_date {
         status.ownership = Some("Created".into());
         status.created_date = Some(rfc3339(created));
+        if stamp.unanswered_attempts {
+            status.late_create_until = Some(late_create_until(ctx, created));
+        }
         status.updated_date = stamp.updated_date.map(rfc3339);
         status.last_applied_spec_hash = Some(inputs.desired.spec_hash.clone());
         status.last_applied_secret_hash = Some(inputs.desired.secret_hash.clone());
@@ -489,6 +500,13 @@ async fn write_update(
         unreachable!("Update and Adopt are planned on an existing remote");
     };
     pin(status, target);
+    if held == Held::Resumed
+        && let Some(created) = summary.created_date
+    {
+        // The interrupted Create call had an unanswered attempt (that is why it is resumed):
+        // another of its attempts may still land.
+        status.late_create_until = Some(late_create_until(ctx, created));
+    }
     if held == Held::Resumed && !changed.is_empty() {
         // The Update makes the remote differ from what the interrupted Create sent, which is
         // all the recorded intent can recognise: record the ownership first, so that a crash

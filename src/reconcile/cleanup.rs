@@ -122,8 +122,6 @@ async fn fenced_delete(
     let desired = observe::desired_without_secrets(obj, ctx.settings.on_remote_deleted)?;
     let seen = observe::get_remote(&oos, &region, name).await?;
     let remote = seen.view();
-    let hold =
-        chrono::Duration::from_std(ctx.settings.request_hold).unwrap_or(chrono::Duration::MAX);
     let mut fence = plan::delete_fence(
         &desired,
         recorded,
@@ -131,7 +129,7 @@ async fn fenced_delete(
     );
     if fence == Fence::NotOwned
         && let (Some(r), Some(d)) = (remote.as_ref(), seen.detail.as_ref())
-        && plan::is_late_create(&desired, recorded, r, d, hold)
+        && plan::is_late_create(&desired, recorded, r, d)
     {
         // A lost attempt of the Create that made this object's remote, landed after it.
         fence = Fence::Delete;
@@ -151,7 +149,7 @@ async fn fenced_delete(
                 .unwrap_or(chrono::Duration::MAX);
             let now = Utc::now();
             if let Some(until) = plan::pending_create_settles_at(recorded, now, settle)
-                .or_else(|| plan::late_create_settles_at(recorded, now, hold))
+                .or_else(|| plan::late_create_settles_at(recorded, now))
             {
                 ctx.inventory.remove(&key, name).await;
                 return Err(in_flight(until));
@@ -192,7 +190,7 @@ async fn fenced_delete(
                 format!("deleted remote chat configuration {name}"),
             )
             .await;
-            if let Some(until) = plan::late_create_settles_at(recorded, Utc::now(), hold) {
+            if let Some(until) = plan::late_create_settles_at(recorded, Utc::now()) {
                 ctx.inventory.remove(&key, name).await;
                 return Err(in_flight(until));
             }

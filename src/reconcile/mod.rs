@@ -65,9 +65,10 @@ pub struct Settings {
     /// [`plan::pending_create_settles_at`]).
     pub create_settle: Duration,
     /// How long the service may hold a request past the client's timeout and still run it:
-    /// after deleting the remote it created, an object is kept this long after that remote's
-    /// CreatedDate (see [`plan::late_create_settles_at`]). The operator sets twice
-    /// `--oos-timeout`; the default, zero, trusts the service to run nothing it has not answered.
+    /// when a Create call had an unanswered attempt, deleting its remote keeps the object this
+    /// long after the remote's CreatedDate (`status.lateCreateUntil`, see
+    /// [`plan::late_create_settles_at`]). The operator sets twice `--oos-timeout`; the default,
+    /// zero, trusts the service to run nothing it has not answered.
     pub request_hold: Duration,
 }
 

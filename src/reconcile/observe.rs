@@ -456,6 +456,7 @@ pub fn recorded(status: &ChatConfigurationStatus, credentials_id: &str) -> Recor
             .credentials_id
             .as_deref()
             .is_some_and(|recorded| recorded != credentials_id),
+        late_create_until: parse_rfc3339(status.late_create_until.as_ref()),
     }
 }
 

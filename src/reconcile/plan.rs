@@ -101,6 +101,8 @@ pub struct Recorded {
     /// The credentials in use are not the ones that wrote the remote (another key, maybe
     /// another account).
     pub credentials_changed: bool,
+    /// Until when an unanswered attempt of the Create that made the owned remote may still land.
+    pub late_create_until: Option<DateTime<Utc>>,
 }
 
 impl Recorded {
@@ -458,33 +460,33 @@ pub fn pending_create_settles_at(
     (until > now).then_some(until)
 }
 
-/// After the remote this object created is deleted, a lost attempt of the Create call that made
-/// it (sent before the attempt that succeeded, held by the service past the client's timeout)
-/// may still land. The service finishes a request within `hold`, so until `created_date + hold`
-/// (+1 s: dates have whole seconds) the object is kept; returns that time while it is ahead.
-pub fn late_create_settles_at(
-    recorded: &Recorded,
-    now: DateTime<Utc>,
-    hold: Duration,
-) -> Option<DateTime<Utc>> {
-    let until = recorded.created_date? + hold + Duration::seconds(1);
+/// After the remote this object created is deleted, an unanswered attempt of the Create call
+/// that made it (sent before the attempt that succeeded, held by the service past the client's
+/// timeout) may still land: until `recorded.late_create_until`, set only when that call had an
+/// unanswered attempt, the object is kept; returns that time while it is ahead.
+pub fn late_create_settles_at(recorded: &Recorded, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let until = recorded.late_create_until?;
     (until > now).then_some(until)
 }
 
 /// Whether `remote` is such a late attempt, landed after this object's own remote was deleted:
-/// created within `hold` (+1 s) after it, holding exactly the configuration this object sends.
+/// created between this object's own remote and `late_create_until`, holding exactly the
+/// configuration this object sends.
 pub fn is_late_create(
     desired: &Desired,
     recorded: &Recorded,
     remote: &RemoteSummary,
     detail: &RemoteDetail,
-    hold: Duration,
 ) -> bool {
-    let (Some(own), Some(created)) = (recorded.created_date, remote.created_date) else {
+    let (Some(own), Some(until), Some(created)) = (
+        recorded.created_date,
+        recorded.late_create_until,
+        remote.created_date,
+    ) else {
         return false;
     };
     created >= own
-        && created <= own + hold + Duration::seconds(1)
+        && created <= until
         && remote_spec_hash(desired, remote, detail).as_deref() == Some(desired.spec_hash.as_str())
 }
 
@@ -1123,23 +1125,26 @@ mod tests {
 
     #[test]
     fn late_attempts_of_the_own_create() {
-        let hold = Duration::seconds(60);
-        let own = owned(0, 1);
+        let own = Recorded {
+            late_create_until: Some(t(1) + Duration::seconds(1)),
+            ..owned(0, 1)
+        };
         assert_eq!(
-            late_create_settles_at(&own, t(0), hold),
+            late_create_settles_at(&own, t(0)),
             Some(t(1) + Duration::seconds(1))
         );
-        assert_eq!(late_create_settles_at(&own, t(2), hold), None);
+        assert_eq!(late_create_settles_at(&own, t(2)), None);
         assert_eq!(
-            late_create_settles_at(&Recorded::default(), t(0), hold),
-            None
+            late_create_settles_at(&owned(0, 1), t(0)),
+            None,
+            "a Create answered at its first attempt leaves nothing to wait for"
         );
         let d = desired();
         let matching = detail_matching();
-        assert!(is_late_create(&d, &own, &remote(1, 1), &matching, hold));
-        assert!(is_late_create(&d, &own, &remote(0, 0), &matching, hold));
+        assert!(is_late_create(&d, &own, &remote(1, 1), &matching));
+        assert!(is_late_create(&d, &own, &remote(0, 0), &matching));
         assert!(
-            !is_late_create(&d, &own, &remote(2, 2), &matching, hold),
+            !is_late_create(&d, &own, &remote(2, 2), &matching),
             "too late to be ours"
         );
         let mut other = detail_matching();
@@ -1147,16 +1152,10 @@ mod tests {
             .configuration
             .insert("DingTalkTemplateId".into(), "theirs".into());
         assert!(
-            !is_late_create(&d, &own, &remote(1, 1), &other, hold),
+            !is_late_create(&d, &own, &remote(1, 1), &other),
             "another configuration"
         );
-        assert!(!is_late_create(
-            &d,
-            &Recorded::default(),
-            &remote(1, 1),
-            &matching,
-            hold
-        ));
+        assert!(!is_late_create(&d, &owned(0, 1), &remote(1, 1), &matching));
     }
 
     #[test]

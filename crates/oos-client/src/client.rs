@@ -300,7 +300,10 @@ impl OosClient {
             .call::<WireSingle>("CreateChatConfiguration", region, &params, &scrub)
             .await;
         match out.result {
-            Ok(w) => stamp_or_input(w, &input.name, out.request_id),
+            Ok(w) => stamp_or_input(w, &input.name, out.request_id).map(|mut s| {
+                s.unanswered_attempts = out.ambiguous;
+                s
+            }),
             // A lost answer (or a 5xx, which may come after the commit) may hide our own
             // success: if the record now matches what we sent, the create did happen.
             Err(e) if out.ambiguous && e.is_already_exists() => {
@@ -312,6 +315,7 @@ impl OosClient {
                         created_date: remote.created_date,
                         updated_date: remote.updated_date,
                         request_id: e.request_id().map(str::to_owned),
+                        unanswered_attempts: true,
                     })
                 } else {
                     Err(e)
@@ -330,7 +334,9 @@ impl OosClient {
         let out = self
             .call::<WireSingle>("UpdateChatConfiguration", region, &params, &scrub)
             .await;
-        stamp_or_input(out.result?, &input.name, out.request_id)
+        let mut stamp = stamp_or_input(out.result?, &input.name, out.request_id)?;
+        stamp.unanswered_attempts = out.ambiguous;
+        Ok(stamp)
     }
 
     pub async fn get_chat_configuration(
@@ -910,6 +916,7 @@ fn stamp_or_input(
             created_date: None,
             updated_date: None,
             request_id,
+            unanswered_attempts: false,
         }),
     }
 }

@@ -402,6 +402,9 @@ pub struct ChatConfigurationStamp {
     pub updated_date: Option<RemoteDate>,
     /// `RequestId` of the answer (for logs and support tickets).
     pub request_id: Option<String>,
+    /// An earlier attempt of this call got no answer (timeout, reset, 5xx): the service may
+    /// still run it after this answer.
+    pub unanswered_attempts: bool,
 }
 
 /// Get response. `configuration`'s secret comes back as [`MASKED_SECRET`].
@@ -501,6 +504,7 @@ impl WireChatConfiguration {
             created_date: date("CreatedDate", self.created_date),
             updated_date: date("UpdatedDate", self.updated_date),
             request_id,
+            unanswered_attempts: false,
         })
     }
 
