@@ -489,6 +489,34 @@ impl Apis {
     }
 }
 
+/// What every deterministic scenario starts from: the CRD, a fresh namespace, and the emulator
+/// binary running on a state file of its own (kept while `_dir` lives).
+struct Scenario {
+    ns: String,
+    apis: Apis,
+    emulator: Emulator,
+    _dir: tempfile::TempDir,
+}
+
+impl Scenario {
+    async fn start(prefix: &str) -> Self {
+        let cp = control_plane();
+        let client = cp.client().await;
+        install_crd(&client).await;
+        let ns = cp.fresh_namespace(prefix).await;
+        let apis = Apis::new(client, &ns);
+        let dir = tempfile::tempdir().unwrap();
+        let mut emulator = Emulator::new(emulator_bin(), dir.path().join("state.json"));
+        emulator.start();
+        Scenario {
+            ns,
+            apis,
+            emulator,
+            _dir: dir,
+        }
+    }
+}
+
 /// Retries a Kubernetes call through kube-apiserver restarts.
 async fn retry<T, F, Fut>(what: &str, mut f: F) -> T
 where
@@ -1397,14 +1425,12 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zombie_create_after_kill_and_delete_is_not_leaked() {
     let _serial = SERIAL.lock().await;
-    let cp = control_plane();
-    let client = cp.client().await;
-    install_crd(&client).await;
-    let ns = cp.fresh_namespace("zombie").await;
-    let apis = Apis::new(client.clone(), &ns);
-    let dir = tempfile::tempdir().unwrap();
-    let mut emulator = Emulator::new(emulator_bin(), dir.path().join("state.json"));
-    emulator.start();
+    let Scenario {
+        ns,
+        apis,
+        emulator,
+        _dir,
+    } = Scenario::start("zombie").await;
     emulator
         .set_faults(&json!({"rules": [{"kind": "stall", "stall_ms": 8000,
             "action": "CreateChatConfiguration", "remaining": 1}]}))
@@ -1484,14 +1510,12 @@ async fn zombie_create_after_kill_and_delete_is_not_leaked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identical_foreign_remote_is_not_taken_over_after_a_lost_create() {
     let _serial = SERIAL.lock().await;
-    let cp = control_plane();
-    let client = cp.client().await;
-    install_crd(&client).await;
-    let ns = cp.fresh_namespace("twin").await;
-    let apis = Apis::new(client.clone(), &ns);
-    let dir = tempfile::tempdir().unwrap();
-    let mut emulator = Emulator::new(emulator_bin(), dir.path().join("state.json"));
-    emulator.start();
+    let Scenario {
+        ns,
+        apis,
+        mut emulator,
+        _dir,
+    } = Scenario::start("twin").await;
     let mut args = operator_args(&ns, &emulator.endpoint());
     // The inventory listed once, at the first object, and not again during the test.
     let resync = args.iter().position(|a| a == "--resync-interval").unwrap();
@@ -1624,14 +1648,12 @@ async fn identical_foreign_remote_is_not_taken_over_after_a_lost_create() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_then_throttled_create_keeps_its_intent() {
     let _serial = SERIAL.lock().await;
-    let cp = control_plane();
-    let client = cp.client().await;
-    install_crd(&client).await;
-    let ns = cp.fresh_namespace("throttled").await;
-    let apis = Apis::new(client.clone(), &ns);
-    let dir = tempfile::tempdir().unwrap();
-    let mut emulator = Emulator::new(emulator_bin(), dir.path().join("state.json"));
-    emulator.start();
+    let Scenario {
+        ns,
+        apis,
+        emulator,
+        _dir,
+    } = Scenario::start("throttled").await;
     emulator
         .set_faults(&json!({"rules": [
             {"kind": "stall", "stall_ms": 4000, "action": "CreateChatConfiguration", "remaining": 1},
@@ -1698,14 +1720,12 @@ async fn lost_then_throttled_create_keeps_its_intent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resumed_create_updated_then_killed_stays_owned() {
     let _serial = SERIAL.lock().await;
-    let cp = control_plane();
-    let client = cp.client().await;
-    install_crd(&client).await;
-    let ns = cp.fresh_namespace("resumed").await;
-    let apis = Apis::new(client.clone(), &ns);
-    let dir = tempfile::tempdir().unwrap();
-    let mut emulator = Emulator::new(emulator_bin(), dir.path().join("state.json"));
-    emulator.start();
+    let Scenario {
+        ns,
+        apis,
+        emulator,
+        _dir,
+    } = Scenario::start("resumed").await;
     // Both writes commit, and their answers are held until the process that waits is gone.
     emulator
         .set_faults(&json!({"rules": [
@@ -1788,14 +1808,12 @@ async fn resumed_create_updated_then_killed_stays_owned() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_attempt_after_a_quick_delete_is_not_leaked() {
     let _serial = SERIAL.lock().await;
-    let cp = control_plane();
-    let client = cp.client().await;
-    install_crd(&client).await;
-    let ns = cp.fresh_namespace("held").await;
-    let apis = Apis::new(client.clone(), &ns);
-    let dir = tempfile::tempdir().unwrap();
-    let mut emulator = Emulator::new(emulator_bin(), dir.path().join("state.json"));
-    emulator.start();
+    let Scenario {
+        ns,
+        apis,
+        emulator,
+        _dir,
+    } = Scenario::start("held").await;
     emulator
         .set_faults(&json!({"rules": [{"kind": "stall", "stall_ms": STALL_MS,
             "action": "CreateChatConfiguration", "remaining": 1}]}))
