@@ -161,8 +161,38 @@ async fn terminal_create_error_stalls_after_one_attempt() {
         writes_when_stalled <= 2,
         "{writes_when_stalled} status writes"
     );
+    // What GitOps tools and people add to a stalled object (a tracking annotation, a label)
+    // wakes it but changes nothing it depends on: no second attempt, no write, no event.
+    h.annotate(
+        "refused",
+        "argocd.argoproj.io/tracking-id",
+        "app:oos.chatops.dev/ChatConfiguration:ns/refused",
+    )
+    .await;
+    h.objects()
+        .patch(
+            "refused",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"labels": {"team": "ops"}}})),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        h.calls("CreateChatConfiguration"),
+        1,
+        "a label or a foreign annotation is no reason to retry a terminal failure"
+    );
+    assert_eq!(h.metrics.status_writes.get(), writes_when_stalled);
+    let warnings = h
+        .events_for("refused")
+        .await
+        .into_iter()
+        .filter(|(t, _, _)| t == "Warning")
+        .count();
+    assert_eq!(warnings, 1, "one Warning event for the one change of state");
     eprintln!(
-        "terminal InvalidParameter on Create: 1 Create, 0 Get, {writes_when_stalled} status writes, none in the next 10 s"
+        "terminal InvalidParameter on Create: 1 Create, 0 Get, {writes_when_stalled} status writes, none in the next 13 s (a label and a foreign annotation added)"
     );
 
     // The service would accept the fixed spec: one more Create, then Ready.

@@ -71,10 +71,23 @@ pub(super) async fn apply(
         refs.push(o.name.clone());
     }
     ctx.secret_index
-        .set(ObjectRef::from_obj(obj.as_ref()), &ns, refs);
+        .set(ObjectRef::from_obj(obj.as_ref()), &ns, refs.clone());
 
     if obj.annotation_is_true(annotations::PAUSED) {
         tracing::debug!(object = %object_key(&obj), "paused; no remote call");
+        return Ok(Action::await_change());
+    }
+
+    // A terminal failure waits for a change of its inputs; a reconcile woken by anything else
+    // (a Secret watch relisting, an unrelated label or annotation) makes no remote call and
+    // writes nothing. Reading the Secrets here costs nothing extra: `sync` uses these copies.
+    let mut secrets = observe::SecretReader::new(ctx.kube.clone(), &ns);
+    let fingerprint = match secrets.prefetch(&refs).await {
+        Ok(()) => Some(stall_fingerprint(&obj, ctx, &secrets)),
+        Err(_) => None, // `sync` meets the same failure and reports it.
+    };
+    if fingerprint.is_some() && ctx.stalled_on(&obj) == fingerprint {
+        tracing::debug!(object = %object_key(&obj), "stalled and its inputs are unchanged; no remote call");
         return Ok(Action::await_change());
     }
 
@@ -88,7 +101,7 @@ pub(super) async fn apply(
         status.last_handled_reconcile_at = requested_at;
     }
 
-    match sync(&obj, ctx, api, &mut status, forced).await {
+    match sync(&obj, ctx, api, &mut secrets, &mut status, forced).await {
         Ok(outcome) => {
             ctx.reset_failures(&obj);
             status::report(
@@ -108,9 +121,35 @@ pub(super) async fn apply(
         Err(e) => {
             let health = status::health_of(&e);
             status::report(ctx, api, &obj, status, health, None, Some(&e)).await?;
+            if e.awaits_change() {
+                ctx.record_stall(&obj, fingerprint);
+            }
             Err(e)
         }
     }
+}
+
+/// What a terminal failure waits for a change of: the spec (through the generation), the
+/// operator's own annotations and Flux's reconcile request, each Secret the object reads (by
+/// resourceVersion) and, for objects on the operator's credentials, their identity.
+fn stall_fingerprint(
+    obj: &ChatConfiguration,
+    ctx: &Context,
+    secrets: &observe::SecretReader,
+) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    obj.metadata.generation.hash(&mut h);
+    for (k, v) in obj.annotations() {
+        if k.starts_with(crate::crd::GROUP) || k == annotations::FLUX_REQUESTED_AT {
+            (k, v).hash(&mut h);
+        }
+    }
+    secrets.versions().for_each(|v| v.hash(&mut h));
+    if obj.spec.credentials_ref.is_none() {
+        ctx.oos.credentials_identity().hash(&mut h);
+    }
+    h.finish()
 }
 
 /// Where the remote lives and how to reach it.
@@ -132,10 +171,10 @@ async fn sync(
     obj: &ChatConfiguration,
     ctx: &Context,
     api: &Api<ChatConfiguration>,
+    secrets: &mut observe::SecretReader,
     status: &mut ChatConfigurationStatus,
     forced: bool,
 ) -> Result<Outcome> {
-    let ns = obj.namespace().unwrap_or_default();
     let name = obj.remote_name();
     // The spec's region, else the one fixed at the first remote write, else the flag: a
     // restart with another --default-region never moves an object.
@@ -153,15 +192,14 @@ async fn sync(
     status.remote_name = Some(name.clone());
 
     // Observe.
-    let mut secrets = observe::SecretReader::new(ctx.kube.clone(), &ns);
     let inputs = observe::read_inputs(
         obj,
-        &mut secrets,
+        secrets,
         &ctx.settings.secret_hash_key,
         ctx.settings.on_remote_deleted,
     )
     .await?;
-    let (oos, credentials_id) = observe::client_for(obj, ctx, &mut secrets).await?;
+    let (oos, credentials_id) = observe::client_for(obj, ctx, secrets).await?;
     let target = Target {
         oos,
         key: InventoryKey {

@@ -104,6 +104,11 @@ impl Error {
         }
     }
 
+    /// Terminal: nothing but a change of the object, its Secrets or the credentials helps.
+    pub fn awaits_change(&self) -> bool {
+        !self.is_retryable() && self.retry_after().is_none()
+    }
+
     /// When to look again, for an error that knows it (rather than the exponential backoff).
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self.inner() {

@@ -107,6 +107,9 @@ pub struct Context {
     /// object that predates our own latest status write; the operator is the only status
     /// writer, so this copy is authoritative and keeps a stale read from re-planning a Create.
     written: Mutex<HashMap<String, ChatConfigurationStatus>>,
+    /// Objects stopped by a terminal failure, with the fingerprint of the inputs it failed on
+    /// (`act::stall_fingerprint`); kept in memory, so a restart tries each once more.
+    stalled: Mutex<HashMap<ObjectRef<ChatConfiguration>, u64>>,
 }
 
 impl Context {
@@ -130,6 +133,7 @@ impl Context {
             metrics,
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
+            stalled: Mutex::new(HashMap::new()),
         })
     }
 
@@ -203,10 +207,27 @@ impl Context {
     }
 
     fn reset_failures(&self, obj: &ChatConfiguration) {
-        self.failures
+        let key = ObjectRef::from_obj(obj);
+        self.failures.lock().expect("failures lock").remove(&key);
+        self.stalled.lock().expect("stalled lock").remove(&key);
+    }
+
+    /// The fingerprint of the inputs this object last failed terminally on.
+    fn stalled_on(&self, obj: &ChatConfiguration) -> Option<u64> {
+        self.stalled
             .lock()
-            .expect("failures lock")
-            .remove(&ObjectRef::from_obj(obj));
+            .expect("stalled lock")
+            .get(&ObjectRef::from_obj(obj))
+            .copied()
+    }
+
+    fn record_stall(&self, obj: &ChatConfiguration, fingerprint: Option<u64>) {
+        let key = ObjectRef::from_obj(obj);
+        let mut stalled = self.stalled.lock().expect("stalled lock");
+        match fingerprint {
+            Some(f) => stalled.insert(key, f),
+            None => stalled.remove(&key),
+        };
     }
 
     /// Drops everything kept about a deleted object.
@@ -214,6 +235,7 @@ impl Context {
         let key = ObjectRef::from_obj(obj);
         self.secret_index.remove(&key);
         self.failures.lock().expect("failures lock").remove(&key);
+        self.stalled.lock().expect("stalled lock").remove(&key);
         if let Some(uid) = &obj.metadata.uid {
             self.written.lock().expect("written lock").remove(uid);
         }

@@ -51,6 +51,26 @@ impl SecretReader {
         }
     }
 
+    /// Reads each of `names` (once; later reads in this reconcile use the copy).
+    pub async fn prefetch(&mut self, names: &[String]) -> Result<()> {
+        for name in names {
+            self.secret(name).await?;
+        }
+        Ok(())
+    }
+
+    /// Every Secret read so far with its resourceVersion (`None`: it does not exist): what the
+    /// reconcile's inputs were, without their values.
+    pub fn versions(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.cache.iter().map(|(name, s)| {
+            (
+                name.as_str(),
+                s.as_ref()
+                    .map(|s| s.metadata.resource_version.as_deref().unwrap_or_default()),
+            )
+        })
+    }
+
     async fn secret(&mut self, name: &str) -> Result<Option<&Secret>> {
         if !self.cache.contains_key(name) {
             let found = self.api.get_opt(name).await?;
