@@ -71,7 +71,7 @@ pub(super) async fn apply(
         refs.push(o.name.clone());
     }
     ctx.secret_index
-        .set(ObjectRef::from_obj(obj.as_ref()), &ns, refs.clone());
+        .set(ObjectRef::from_obj(obj.as_ref()), &ns, refs);
 
     if obj.annotation_is_true(annotations::PAUSED) {
         tracing::debug!(object = %object_key(&obj), "paused; no remote call");
@@ -82,7 +82,7 @@ pub(super) async fn apply(
     // (a Secret watch relisting, an unrelated label or annotation) makes no remote call and
     // writes nothing. Reading the Secrets here costs nothing extra: `sync` uses these copies.
     let mut secrets = observe::SecretReader::new(ctx.kube.clone(), &ns);
-    let fingerprint = match secrets.prefetch(&refs).await {
+    let fingerprint = match secrets.prefetch(&observe::secrets_read_by(&obj)).await {
         Ok(()) => Some(stall_fingerprint(&obj, ctx, &secrets)),
         Err(_) => None, // `sync` meets the same failure and reports it.
     };

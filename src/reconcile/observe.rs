@@ -315,6 +315,30 @@ pub fn desired_without_secrets(
     })
 }
 
+/// Whether the object holds a remote. Until it does, an output Secret that exists must be its
+/// own (`check_output_secret`).
+fn owns_remote(obj: &ChatConfiguration) -> bool {
+    matches!(
+        obj.status.as_ref().and_then(|s| s.ownership.as_deref()),
+        Some("Created" | "Adopted")
+    )
+}
+
+/// The Secrets a reconcile of `obj` reads: the referenced ones, and the output Secret until the
+/// object holds a remote.
+pub fn secrets_read_by(obj: &ChatConfiguration) -> Vec<String> {
+    let mut names = obj.referenced_secrets();
+    if let Some(o) = obj
+        .spec
+        .output_secret_ref
+        .as_ref()
+        .filter(|_| !owns_remote(obj))
+    {
+        names.push(o.name.clone());
+    }
+    names
+}
+
 /// Builds the desired state; reads every referenced secret value.
 pub async fn read_inputs(
     obj: &ChatConfiguration,
@@ -324,11 +348,7 @@ pub async fn read_inputs(
 ) -> Result<Inputs> {
     let mut desired = desired_without_secrets(obj, on_remote_deleted)?;
     let spec = &obj.spec;
-    let owns_remote = matches!(
-        obj.status.as_ref().and_then(|s| s.ownership.as_deref()),
-        Some("Created" | "Adopted")
-    );
-    if !owns_remote {
+    if !owns_remote(obj) {
         secrets.check_output_secret(obj).await?;
     }
     let settings = spec
