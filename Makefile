@@ -20,8 +20,8 @@ controlplane:
 # The whole suite: the Dockerfile lint, unit + integration tests (real kube-apiserver + etcd,
 # in-process emulator; includes the deploy/ manifests and the GitOps health checks), the
 # official Python SDK against the emulator, then the Kubernetes version matrix. Builds and
-# installs whatever is missing (a fresh machine: about half an hour, mostly the three
-# kube-apiserver builds; warm: a few minutes).
+# installs whatever is missing (a fresh machine: about 21 minutes on 2 cores, mostly the three
+# kube-apiserver builds; warm: about 6 minutes).
 test: controlplane
 	hack/hadolint.sh
 	cargo test --workspace --no-fail-fast
@@ -29,7 +29,7 @@ test: controlplane
 	$(MAKE) test-matrix
 
 # On the oldest and newest Kubernetes that k8s-openapi 0.29 supports (each built on first use
-# and cached; cold: 7-8 minutes per version, see hack/controlplane/README.md): the controller
+# and cached; cold: 3-4 minutes per version on an idle machine, up to 8 under load, see hack/controlplane/README.md): the controller
 # tests, lifecycle included, and tests/deploy.rs (server-side dry runs of deploy/, the RBAC
 # lifecycle as the ServiceAccount), and the version check. The whole controller binary rather
 # than `controller lifecycle` alone: its tests run in parallel in the same ~15 s.
