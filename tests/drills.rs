@@ -743,6 +743,18 @@ struct Counts {
     stuck_finalizers: usize,
 }
 
+/// Deletes object `name` and waits until its finalizer is released; `log` is what to show when
+/// it is not within `within` (the operators' logs).
+async fn delete_and_wait_gone(apis: &Apis, name: &str, within: Duration, log: impl Fn() -> String) {
+    let dp = DeleteParams::default();
+    retry("delete", || apis.objects.delete(name, &dp)).await;
+    let deadline = Instant::now() + within;
+    while retry("get", || apis.objects.get_opt(name)).await.is_some() {
+        assert!(Instant::now() < deadline, "finalizer stuck:\n{}", log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn condition<'a>(o: &'a ChatConfiguration, type_: &str) -> Option<(&'a str, &'a str)> {
     o.status.as_ref().and_then(|s| {
         s.conditions
@@ -1591,20 +1603,7 @@ async fn identical_foreign_remote_is_not_taken_over_after_a_lost_create() {
         o.status.and_then(|s| s.ownership).is_none(),
         "not recorded as its own"
     );
-    let dp = DeleteParams::default();
-    retry("delete", || apis.objects.delete("twin", &dp)).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while retry("get", || apis.objects.get_opt("twin"))
-        .await
-        .is_some()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "finalizer stuck:\n{}",
-            operator.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    delete_and_wait_gone(&apis, "twin", Duration::from_secs(60), || operator.log()).await;
     assert_eq!(
         emulator.state().await.get("twin"),
         Some(&before),
@@ -1694,20 +1693,7 @@ async fn lost_then_throttled_create_keeps_its_intent() {
     assert_eq!(creates["stall"], 1, "{creates}");
     assert!(creates["Throttling.User"].as_u64() >= Some(1), "{creates}");
     // And its deletion deletes it.
-    let dp = DeleteParams::default();
-    retry("delete", || apis.objects.delete("lost", &dp)).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while retry("get", || apis.objects.get_opt("lost"))
-        .await
-        .is_some()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "finalizer stuck:\n{}",
-            operator.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    delete_and_wait_gone(&apis, "lost", Duration::from_secs(60), || operator.log()).await;
     assert!(!emulator.state().await.contains_key("lost"), "leaked");
     say!("lost then throttled Create: resumed as its own, deleted with the object; {creates}");
 }
@@ -1787,16 +1773,7 @@ async fn resumed_create_updated_then_killed_stays_owned() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let dp = DeleteParams::default();
-    retry("delete", || apis.objects.delete("resumed", &dp)).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while retry("get", || apis.objects.get_opt("resumed"))
-        .await
-        .is_some()
-    {
-        assert!(Instant::now() < deadline, "finalizer stuck:\n{}", c.log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    delete_and_wait_gone(&apis, "resumed", Duration::from_secs(60), || c.log()).await;
     assert!(!emulator.state().await.contains_key("resumed"), "leaked");
     say!("resumed Create, updated, killed twice: still its own, deleted with the object");
 }
@@ -1839,20 +1816,7 @@ async fn held_attempt_after_a_quick_delete_is_not_leaked() {
         assert!(Instant::now() < deadline, "not Ready:\n{}", operator.log());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let dp = DeleteParams::default();
-    retry("delete", || apis.objects.delete("held", &dp)).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while retry("get", || apis.objects.get_opt("held"))
-        .await
-        .is_some()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "finalizer stuck:\n{}",
-            operator.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    delete_and_wait_gone(&apis, "held", Duration::from_secs(60), || operator.log()).await;
     // Every attempt has run by now.
     tokio::time::sleep(Duration::from_millis(STALL_MS + 500)).await;
     let creates = &emulator.get("/calls?by=code").await["CreateChatConfiguration"];
