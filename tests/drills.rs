@@ -49,7 +49,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use support::control_plane;
 use support::harness::{AK_ID, AK_SECRET, REGION, install_crd, oos_client, remote_input};
-use support::process::OperatorProcess;
+use support::process::{OperatorProcess, scoped_args};
 
 /// The drill's own report lines: written to the stderr handle directly (not `eprintln!`, which
 /// the test harness captures), so `make test` shows them.
@@ -963,29 +963,22 @@ fn check_requests(seen: &Seen, m: &Model, c: &mut Counts) -> Vec<String> {
 // The drill
 
 fn operator_args(ns: &str, endpoint: &str) -> Vec<String> {
-    [
-        "--namespace",
-        ns,
-        "--operator-namespace",
-        ns,
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--default-region",
-        REGION,
-        "--oos-endpoint",
-        endpoint,
-        "--oos-timeout",
-        OOS_TIMEOUT,
-        "--resync-interval",
-        "15s",
-        "--qps",
-        "50",
-        "--burst",
-        "50",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    scoped_args(ns)
+        .into_iter()
+        .chain([
+            "--oos-endpoint",
+            endpoint,
+            "--oos-timeout",
+            OOS_TIMEOUT,
+            "--resync-interval",
+            "15s",
+            "--qps",
+            "50",
+            "--burst",
+            "50",
+        ])
+        .map(str::to_string)
+        .collect()
 }
 
 fn start_operator(args: &[String]) -> OperatorProcess {

@@ -13,8 +13,8 @@ use oos_chat_operator::crd::ChatConfiguration;
 use oos_emulator::{AccessKey, EmulatorConfig};
 use serde_json::json;
 use support::control_plane;
-use support::harness::{CLIENT_SECRET_1, REGION, WAIT, dingtalk, install_crd, wait_for};
-use support::process::{OperatorProcess, http_get};
+use support::harness::{CLIENT_SECRET_1, WAIT, dingtalk, install_crd, wait_for};
+use support::process::{OperatorProcess, http_get, scoped_args};
 
 const LEASE_SECONDS: u64 = 4;
 
@@ -49,19 +49,15 @@ async fn standby_takes_over_after_sigkill_without_double_writes() {
     let endpoint = emulator.endpoint();
     let duration = format!("{LEASE_SECONDS}s");
     let args = [
-        "--namespace",
-        ns.as_str(),
-        "--operator-namespace",
-        ns.as_str(),
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--default-region",
-        REGION,
-        "--oos-endpoint",
-        endpoint.as_str(),
-        "--leader-elect-lease-duration",
-        duration.as_str(),
-    ];
+        &scoped_args(&ns)[..],
+        &[
+            "--oos-endpoint",
+            endpoint.as_str(),
+            "--leader-elect-lease-duration",
+            duration.as_str(),
+        ],
+    ]
+    .concat();
     let start = |name: &str, ak: &str, sk: &str| {
         OperatorProcess::start(
             &args,

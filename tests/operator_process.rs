@@ -12,26 +12,15 @@ use kube::Api;
 use oos_chat_operator::crd::ChatConfiguration;
 use serde_json::json;
 use support::control_plane;
-use support::harness::{
-    AK_ID, AK_SECRET, CLIENT_SECRET_1, REGION, WAIT, dingtalk, install_crd, wait_for,
-};
-use support::process::{OperatorProcess, http_get};
+use support::harness::{AK_ID, AK_SECRET, CLIENT_SECRET_1, WAIT, dingtalk, install_crd, wait_for};
+use support::process::{OperatorProcess, http_get, scoped_args};
 
 #[tokio::test]
 async fn operator_process_start_logs_signals_metrics() {
     let cp = control_plane();
     let client = cp.client().await;
     let ns = cp.fresh_namespace("process").await;
-    let common = [
-        "--namespace",
-        ns.as_str(),
-        "--operator-namespace",
-        ns.as_str(),
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--default-region",
-        REGION,
-    ];
+    let common = scoped_args(&ns);
 
     // Finding 8: no CRD yet. The operator says what to apply, keeps trying, and a SIGTERM ends
     // it within 10 s.

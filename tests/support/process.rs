@@ -120,6 +120,21 @@ impl Drop for OperatorProcess {
 }
 
 /// GET `http://{addr}{path}`: status and body.
+/// The flags every test operator runs with: one namespace watched, which also holds its lease
+/// and secret-hash key; metrics on a free port; the test region.
+pub fn scoped_args(ns: &str) -> [&str; 8] {
+    [
+        "--namespace",
+        ns,
+        "--operator-namespace",
+        ns,
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--default-region",
+        super::harness::REGION,
+    ]
+}
+
 pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
     let resp = reqwest::get(format!("http://{addr}{path}"))
         .await
